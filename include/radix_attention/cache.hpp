@@ -1,0 +1,7 @@
+#pragma once
+/// @file
+/// Umbrella header of the host-side prefix cache: block allocator, block tables, radix tree and
+/// batch planner. Plain C++17; needs no CUDA (link radix_attention::cache).
+
+#include "radix_attention/core/error.hpp"
+#include "radix_attention/cache/block_allocator.hpp"
