@@ -1,0 +1,158 @@
+#pragma once
+/// @file
+/// SequenceManager: per-sequence block tables over a BlockAllocator — create, append, fork,
+/// release — and their export as the device-ready int32 arrays the kernels read.
+/// Plain C++17.
+
+#include <cstddef>
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include "radix_attention/cache/block_allocator.hpp"
+#include "radix_attention/cache/detail/sequence_state.hpp"
+#include "radix_attention/core/error.hpp"
+
+namespace radix_attention {
+
+/// Identifies a sequence (a request) of a SequenceManager. Ids are never reused, so a stale id
+/// is always detected instead of silently naming a newer sequence.
+using SequenceId = std::int64_t;
+
+/// @brief One block copy the caller executes on the GPU: copy the first `num_tokens` token slots
+/// of block `src` into block `dst`, in both the K and the V cache.
+struct BlockCopy {
+  BlockId src = 0;
+  BlockId dst = 0;
+  std::int32_t num_tokens = 0;
+};
+
+/// @brief Result of SequenceManager::fork: the new sequence and the block copies that must run on
+/// the GPU before the child's KV cache is read or appended to.
+struct ForkResult {
+  SequenceId child = 0;
+  std::vector<BlockCopy> copies;
+};
+
+/// Value of the unused entries of a block-table row. Not a block id: a kernel that reads past
+/// `ceil(context_len / block_size)` entries faults (and compute-sanitizer reports it) instead of
+/// silently reading another sequence's block 0.
+inline constexpr std::int32_t kBlockTablePadding = -1;
+
+/// @brief Device-ready block tables of a batch (DESIGN.md "Block table"): token `t` of row `s`
+/// lives in block `block_tables[s * max_blocks_per_seq + t / block_size]` at offset
+/// `t % block_size`. Entries past a row's `ceil(context_lens[s] / block_size)` blocks hold
+/// kBlockTablePadding.
+struct BlockTables {
+  std::int32_t num_seqs = 0;
+  std::int32_t max_blocks_per_seq = 0;     ///< row stride of block_tables
+  std::vector<std::int32_t> block_tables;  ///< [num_seqs * max_blocks_per_seq]
+  std::vector<std::int32_t> context_lens;  ///< [num_seqs]
+};
+
+/**
+ * @brief Block tables of the live sequences, built on a BlockAllocator.
+ *
+ * Reference counting: every live sequence holds one allocator reference on each block of its
+ * block list. Full blocks may be shared (fork retains them); the partially filled last block of
+ * a sequence, the only one that is written to, is always held by that sequence alone (fork copies
+ * it), so appending never writes into a block another holder reads.
+ *
+ * Every operation either succeeds completely or throws and changes nothing: neither this object
+ * nor the allocator. The allocator must outlive the manager; the destructor releases the blocks
+ * of the sequences still live.
+ *
+ * Slot mapping: the tokens a sequence gains through create/append are "pending" until
+ * take_slot_mapping() returns their slots (block * block_size + offset), which the caller then
+ * writes with the kv_append kernel.
+ */
+class SequenceManager {
+ public:
+  /// @param allocator pool the blocks come from; must outlive this object.
+  /// @param block_size tokens per block, >= 1.
+  /// @throw InvalidArgument if block_size < 1, or if allocator.num_blocks() * block_size does not
+  /// fit int32 (slots are int32 on the device).
+  SequenceManager(BlockAllocator& allocator, std::int32_t block_size);
+
+  SequenceManager(const SequenceManager&) = delete;  // two owners would release blocks twice
+  SequenceManager& operator=(const SequenceManager&) = delete;
+  ~SequenceManager();
+
+  std::int32_t block_size() const { return block_size_; }
+  const BlockAllocator& allocator() const { return *allocator_; }
+
+  /// @brief Creates a sequence of `num_tokens` tokens, allocating ceil(num_tokens / block_size)
+  /// blocks; all its tokens are pending in the slot mapping.
+  /// @param num_tokens initial context length, >= 0 (0: no block until the first append).
+  /// @return the new sequence's id.
+  /// @throw InvalidArgument if num_tokens < 0; CapacityError if the pool lacks the blocks.
+  SequenceId create(std::int32_t num_tokens);
+
+  /// @brief Appends `num_tokens` tokens to `seq`, allocating new blocks when the last one fills.
+  /// @param seq a live sequence.
+  /// @param num_tokens tokens to add, >= 0.
+  /// @throw InvalidArgument if seq is not live, num_tokens < 0, or the context would overflow
+  /// int32; CapacityError if the pool lacks the new blocks (nothing is appended then).
+  void append(SequenceId seq, std::int32_t num_tokens = 1);
+
+  /// @brief Forks `parent` (parallel sampling, beam search): the child has the same context.
+  ///
+  /// The child shares the parent's full blocks (one more reference each). A partially filled last
+  /// block is copied: the child gets a fresh block and the returned copy list says what to copy
+  /// on the GPU. The copy reads the parent's block as it is, so the parent's pending tokens must
+  /// be written (take_slot_mapping + kv_append) before the copies run. The child starts with no
+  /// pending tokens.
+  /// @param parent a live sequence.
+  /// @return the child's id and the copies (empty, or one BlockCopy for the last block).
+  /// @throw InvalidArgument if parent is not live; CapacityError if no block is free for the copy.
+  ForkResult fork(SequenceId parent);
+
+  /// @brief Drops `seq`, releasing its reference on each of its blocks (blocks no one else holds
+  /// return to the free list). The id is invalid afterwards.
+  /// @throw InvalidArgument if seq is not live.
+  void release(SequenceId seq);
+
+  /// @brief Context length of `seq` in tokens.
+  /// @throw InvalidArgument if seq is not live.
+  std::int32_t context_len(SequenceId seq) const;
+
+  /// @brief Block list of `seq`, in token order (valid until the next call that modifies `seq`).
+  /// @throw InvalidArgument if seq is not live.
+  const std::vector<BlockId>& blocks(SequenceId seq) const;
+
+  /// @brief True if `seq` is a live sequence of this manager.
+  bool contains(SequenceId seq) const { return sequences_.count(seq) != 0; }
+
+  /// @brief Number of live sequences.
+  std::size_t num_sequences() const { return sequences_.size(); }
+
+  /// @brief Block tables and context lengths of `seqs`, row i for seqs[i] (repeats allowed).
+  /// @param seqs live sequences.
+  /// @param max_blocks_per_seq row stride; 0 means the longest row of this batch (at least 1, so
+  /// the arrays of a non-empty batch are never empty).
+  /// @throw InvalidArgument if a seq is not live, max_blocks_per_seq < 0, a sequence needs more
+  /// than max_blocks_per_seq blocks, or the table would exceed int32 indexing.
+  BlockTables export_block_tables(const std::vector<SequenceId>& seqs,
+                                  std::int32_t max_blocks_per_seq = 0) const;
+
+  /// @brief Slots (block * block_size + offset) of the pending tokens of `seqs` — those added by
+  /// create/append since the last take — concatenated in `seqs` order, in token order within a
+  /// sequence; they are no longer pending afterwards.
+  /// @param seqs live sequences, each listed at most once.
+  /// @throw InvalidArgument if a seq is not live or listed twice (nothing is taken then).
+  std::vector<std::int32_t> take_slot_mapping(const std::vector<SequenceId>& seqs);
+
+ private:
+  detail::SequenceState& state(SequenceId seq, const char* name = "seq");
+  const detail::SequenceState& state(SequenceId seq, const char* name = "seq") const;
+  SequenceId insert_state(detail::SequenceState&& state);
+
+  BlockAllocator* allocator_;
+  std::int32_t block_size_;
+  SequenceId next_id_ = 0;
+  std::unordered_map<SequenceId, detail::SequenceState> sequences_;
+};
+
+}  // namespace radix_attention
+
+#include "radix_attention/cache/detail/sequence_manager.inl"
