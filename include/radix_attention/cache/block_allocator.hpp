@@ -52,10 +52,13 @@ class BlockAllocator {
   /// @throw InvalidArgument if n < 0; CapacityError if fewer than n blocks are free.
   void allocate_into(std::int32_t n, std::vector<BlockId>& out) {
     expects(n >= 0, "n", n, "must be >= 0");
-    expects<CapacityError>(n <= num_free(), "n", n,
-                           detail::concat("exceeds the ", num_free(), " free blocks of a pool of ",
-                                          num_blocks())
-                               .c_str());
+    // The message is built only on failure: these checks sit on every allocation's hot path.
+    if (n > num_free()) {
+      expects<CapacityError>(
+          false, "n", n,
+          detail::concat("exceeds the ", num_free(), " free blocks of a pool of ", num_blocks())
+              .c_str());
+    }
     out.reserve(out.size() + static_cast<std::size_t>(n));
     for (std::int32_t i = 0; i < n; ++i) {
       const BlockId block = free_list_.back();
@@ -123,14 +126,15 @@ class BlockAllocator {
   }
 
  private:
-  void check_id(BlockId block) const {
-    expects(contains(block), "block", block,
-            detail::concat("is not a block id of a pool of ", num_blocks()).c_str());
+  void check_id(BlockId block, const char* name = "block") const {
+    if (!contains(block)) {
+      expects(false, name, block,
+              detail::concat("is not a block id of a pool of ", num_blocks()).c_str());
+    }
   }
 
   void check_held(BlockId block, const char* name) const {
-    expects(contains(block), name, block,
-            detail::concat("is not a block id of a pool of ", num_blocks()).c_str());
+    check_id(block, name);
     expects(ref_counts_[static_cast<std::size_t>(block)] > 0, name, block,
             "is free (released more times than it was allocated/retained)");
   }

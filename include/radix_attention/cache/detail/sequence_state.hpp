@@ -50,10 +50,13 @@ inline std::int32_t blocks_to_grow(std::int32_t num_tokens, std::int32_t extra,
 /// @brief Checks that a context of `current + extra` tokens still has int32 token indices, the
 /// type of `context_lens` on the device.
 inline void check_context_fits(std::int32_t current, std::int32_t extra, const char* name) {
-  expects(std::int64_t{current} + extra <= std::numeric_limits<std::int32_t>::max(), name, extra,
-          detail::concat("would make the context longer than int32 allows (current length ",
-                         current, ")")
-              .c_str());
+  if (std::int64_t{current} + extra > std::numeric_limits<std::int32_t>::max()) {
+    // Message built only on failure: append() is called once per token of every sequence.
+    expects(false, name, extra,
+            detail::concat("would make the context longer than int32 allows (current length ",
+                           current, ")")
+                .c_str());
+  }
 }
 
 }  // namespace detail
