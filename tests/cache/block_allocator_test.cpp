@@ -233,13 +233,14 @@ TEST(BlockAllocator, RandomizedAgainstReferenceModel) {
   std::int64_t errors = 0;
   for (int op = 0; op < kOps; ++op) {
     // The model still holds the pre-operation counts when an operation throws, so check() below
-    // also proves that a failed operation changed nothing.
-    bool threw = false;
+    // also proves that a failed operation changed nothing. `expect_ok` is the model's verdict.
+    bool expect_ok = true;
     try {
       switch (rand_int(0, 5)) {
         case 0: {
           const std::int32_t n = rand_int(-1, 6);
           const bool ok = n >= 0 && n <= kBlocks - held_count();
+          expect_ok = ok;
           std::vector<ra::BlockId> got = a.allocate(n);
           ASSERT_TRUE(ok) << "allocate(" << n << ") should have thrown";
           for (ra::BlockId b : got) {
@@ -251,6 +252,7 @@ TEST(BlockAllocator, RandomizedAgainstReferenceModel) {
         case 1: {
           const ra::BlockId b = any_id();
           const bool ok = valid_held(b);
+          expect_ok = ok;
           a.retain(b);
           ASSERT_TRUE(ok);
           ++model[b];
@@ -260,6 +262,7 @@ TEST(BlockAllocator, RandomizedAgainstReferenceModel) {
         case 3: {
           const ra::BlockId b = any_id();
           const bool ok = valid_held(b);
+          expect_ok = ok;
           a.release(b);
           ASSERT_TRUE(ok);
           --model[b];
@@ -279,6 +282,7 @@ TEST(BlockAllocator, RandomizedAgainstReferenceModel) {
           if (!is_retain) {
             for (ra::BlockId b : list) ok = ok && after[b] >= 0;
           }
+          expect_ok = ok;
           if (is_retain) {
             a.retain(list);
           } else {
@@ -289,8 +293,8 @@ TEST(BlockAllocator, RandomizedAgainstReferenceModel) {
           break;
         }
       }
-    } catch (const ra::Error&) {
-      threw = true;
+    } catch (const ra::Error& e) {
+      ASSERT_FALSE(expect_ok) << "op " << op << " threw unexpectedly: " << e.what();
       ++errors;
     }
     check(op);

@@ -374,7 +374,9 @@ void run_model(std::int32_t num_blocks, std::int32_t block_size, std::uint32_t s
   EXPECT_GT(h.count(Outcome::kInvalid), 0);
   EXPECT_GT(h.count(Outcome::kCapacity), 0);
   // Appending into a shared partial block: impossible with block_size 1 (no partial blocks).
-  if (block_size > 1) EXPECT_GT(h.count(Outcome::kState), 0);
+  if (block_size > 1) {
+    EXPECT_GT(h.count(Outcome::kState), 0);
+  }
 }
 
 }  // namespace
