@@ -220,7 +220,7 @@ TEST(SequenceManager, ForkErrorsChangeNothing) {
   EXPECT_EQ(observe(a, m, {p}), before);
   EXPECT_EQ(m.num_sequences(), 1u);
   EXPECT_THROW(m.fork(p + 1), ra::InvalidArgument);
-  EXPECT_TRUE(contains(error_message([&] { m.fork(p + 1); }), std::to_string(p + 1)));
+  EXPECT_TRUE(contains(error_message([&] { m.fork(p + 1); }), "seq = " + std::to_string(p + 1)));
   EXPECT_EQ(observe(a, m, {p}), before);
 }
 

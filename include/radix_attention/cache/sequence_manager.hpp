@@ -92,7 +92,9 @@ class SequenceManager {
   /// @param seq a live sequence.
   /// @param num_tokens tokens to add, >= 0.
   /// @throw InvalidArgument if seq is not live, num_tokens < 0, or the context would overflow
-  /// int32; CapacityError if the pool lacks the new blocks (nothing is appended then).
+  /// int32; StateError if the partially filled last block has another holder (someone retained
+  /// it: writing would change what they read); CapacityError if the pool lacks the new blocks.
+  /// Nothing is appended on any error.
   void append(SequenceId seq, std::int32_t num_tokens = 1);
 
   /// @brief Forks `parent` (parallel sampling, beam search): the child has the same context.

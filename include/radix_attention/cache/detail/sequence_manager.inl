@@ -98,7 +98,8 @@ inline void SequenceManager::append(SequenceId seq, std::int32_t num_tokens) {
 }
 
 inline ForkResult SequenceManager::fork(SequenceId parent) {
-  const detail::SequenceState& src = state(parent, "parent");
+  const detail::SequenceState& src =
+      state(parent, "parent seq");  // names the argument, reads "seq = <id>" like every other
   const std::int32_t partial = detail::partial_tokens(src.num_tokens, block_size_);
   const std::size_t num_full = src.num_tokens / block_size_;
 
