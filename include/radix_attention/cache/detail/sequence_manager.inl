@@ -101,13 +101,14 @@ inline ForkResult SequenceManager::fork(SequenceId parent) {
   const detail::SequenceState& src =
       state(parent, "parent seq");  // names the argument, reads "seq = <id>" like every other
   const std::int32_t partial = detail::partial_tokens(src.num_tokens, block_size_);
-  const std::size_t num_full = src.num_tokens / block_size_;
+  const auto num_full = static_cast<std::size_t>(src.num_tokens / block_size_);
 
   detail::SequenceState child;
   child.num_tokens = src.num_tokens;
   child.pending_begin = src.num_tokens;
   child.blocks.reserve(src.blocks.size());
-  child.blocks.assign(src.blocks.begin(), src.blocks.begin() + num_full);
+  child.blocks.assign(src.blocks.begin(),
+                      src.blocks.begin() + static_cast<std::ptrdiff_t>(num_full));
   ForkResult result;
   if (partial != 0) result.copies.reserve(1);
 
@@ -177,7 +178,8 @@ inline BlockTables SequenceManager::export_block_tables(const std::vector<Sequen
   out.context_lens.resize(seqs.size());
   for (std::size_t i = 0; i < rows.size(); ++i) {
     std::copy(rows[i]->blocks.begin(), rows[i]->blocks.end(),
-              out.block_tables.begin() + static_cast<std::ptrdiff_t>(i * width));
+              out.block_tables.begin() +
+                  static_cast<std::ptrdiff_t>(i * static_cast<std::size_t>(width)));
     out.context_lens[i] = rows[i]->num_tokens;
   }
   return out;
