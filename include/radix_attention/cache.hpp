@@ -5,3 +5,5 @@
 
 #include "radix_attention/core/error.hpp"
 #include "radix_attention/cache/block_allocator.hpp"
+#include "radix_attention/cache/radix_plan.hpp"
+#include "radix_attention/cache/batch_planner.hpp"
