@@ -1,0 +1,334 @@
+#pragma once
+/// @file
+/// One work item of the tensor-core radix kernel: up to 64 rows (a chunk's queries x the query
+/// heads of one KV head) attend to the chunk's token range. Each KV tile is loaded once into
+/// shared memory (cp.async, multi-stage) and applied to every row: S = Q K^T and O += P V on
+/// m16n8k16 tensor cores, online softmax in base 2, one partial state per row.
+///
+/// Warp layout: WARPS_M warps split the rows (16 per warp), WARPS_N = 4 / WARPS_M warps split
+/// each tile's tokens. Few rows (a private segment: one query x its group) use all 4 warps on
+/// the tokens and merge their states at the end, so no tensor-core work is wasted on idle warps.
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "radix_attention/core/dtype.cuh"
+#include "radix_attention/kernels/detail/cp_async.cuh"
+#include "radix_attention/kernels/detail/mma.cuh"
+#include "radix_attention/kernels/detail/radix_tile_loader.cuh"
+#include "radix_attention/kernels/detail/radix_traits.cuh"
+
+namespace radix_attention::detail {
+
+/// Shared memory of one CTA, carved from the dynamic buffer.
+template <class T, int HEAD_DIM>
+struct RadixMmaSmem {
+  using Traits = RadixMmaTraits<T, HEAD_DIM>;
+  T* q;            ///< [kRows][HEAD_DIM], swizzled
+  T* kv;           ///< kStages x (K tile, V tile), swizzled
+  int* slots;      ///< kStages x kTile physical slots
+  float* scratch;  ///< aliases kv: cross-warp merge after the last tile
+
+  __device__ explicit RadixMmaSmem(unsigned char* base)
+      : q(reinterpret_cast<T*>(base)),
+        kv(reinterpret_cast<T*>(base + Traits::kSmemQ)),
+        slots(reinterpret_cast<int*>(base + Traits::kSmemQ + Traits::kSmemKV)),
+        scratch(reinterpret_cast<float*>(base + Traits::kSmemQ)) {}
+  __device__ T* k_stage(int s) const { return kv + s * 2 * Traits::kTileElems; }
+  __device__ T* v_stage(int s) const { return kv + (s * 2 + 1) * Traits::kTileElems; }
+};
+
+/// Where one row of a work item goes: its partial id and query head (or -1 past the tile).
+struct RadixRow {
+  int partial;
+  int q_head;
+};
+
+__device__ __forceinline__ RadixRow radix_row(const RadixPlanView& plan, int query_base,
+                                              int row_begin, int rows, int row, int group_size,
+                                              int kv_head) {
+  if (row >= rows) return {-1, -1};
+  const int r = row_begin + row;
+  const int slot = r / group_size;
+  return {query_base + slot, kv_head * group_size + (r - slot * group_size)};
+}
+
+/// Copies the item's Q rows (zero for rows past `rows`) into shared memory.
+template <class T, int HEAD_DIM, int ROWS>
+__device__ __forceinline__ void load_q_tile(T* q_smem, const RadixKernelParams<T>& p,
+                                            int query_base, int row_begin, int rows, int kv_head,
+                                            int tid) {
+  using Traits = RadixMmaTraits<T, HEAD_DIM>;
+  constexpr int kChunksPerRow = HEAD_DIM * static_cast<int>(sizeof(T)) / 16;
+  for (int e = tid; e < ROWS * kChunksPerRow; e += Traits::kThreads) {
+    const int row = e / kChunksPerRow;
+    const int chunk = e % kChunksPerRow;
+    const RadixRow rr = radix_row(p.plan, query_base, row_begin, rows, row, p.group_size, kv_head);
+    std::int64_t src = 0;
+    if (rr.partial >= 0) {
+      const int query = p.plan.chunk_queries[rr.partial];
+      src = (static_cast<std::int64_t>(query) * p.num_q_heads + rr.q_head) * HEAD_DIM +
+            chunk * (16 / static_cast<int>(sizeof(T)));
+    }
+    cp_async_16_zfill(q_smem + swizzled_offset<T, HEAD_DIM>(row, chunk), p.q + src,
+                      rr.partial >= 0);
+  }
+}
+
+/// Executes one work item with WARPS_M warps on rows and 4 / WARPS_M warps on tokens.
+template <class T, int HEAD_DIM, int WARPS_M>
+__device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
+                                               const RadixMmaSmem<T, HEAD_DIM>& sm, int chunk,
+                                               int row_begin, int rows, int kv_head) {
+  using Traits = RadixMmaTraits<T, HEAD_DIM>;
+  constexpr int kWarpsN = Traits::kWarps / WARPS_M;
+  constexpr int kTile = Traits::kTile;
+  constexpr int kStages = Traits::kStages;
+  constexpr int kWarpTokens = kTile / kWarpsN;  // tokens of each tile one warp handles
+  constexpr int kKSteps = HEAD_DIM / 16;
+  constexpr int kSFrags = kWarpTokens / 8;
+  constexpr int kOFrags = HEAD_DIM / 8;
+  static_assert(kWarpTokens % 16 == 0, "P V needs 16-token k-steps per warp");
+
+  const int tid = threadIdx.x;
+  const int warp = tid / 32;
+  const int lane = tid % 32;
+  const int wm = warp % WARPS_M;
+  const int wn = warp / WARPS_M;
+  const int mi = lane / 8;  // ldmatrix: which 8x8 matrix this lane addresses
+  const int mr = lane % 8;  // ... and which row of it
+
+  const int query_base = p.plan.chunk_query_indptr[chunk];
+  const int begin = p.plan.chunk_begin[chunk];
+  const int end = p.plan.chunk_end[chunk];
+  const int num_tiles = (end - begin + kTile - 1) / kTile;
+  const std::int32_t* table_row =
+      p.block_tables + static_cast<std::int64_t>(p.plan.chunk_row[chunk]) * p.block_table_stride;
+  const std::int64_t token_stride = static_cast<std::int64_t>(p.num_kv_heads) * HEAD_DIM;
+  const std::int64_t head_offset = static_cast<std::int64_t>(kv_head) * HEAD_DIM;
+
+  // Prologue: slots of the first kStages tiles, then Q + the first kStages - 1 tiles in flight.
+#pragma unroll
+  for (int s = 0; s < kStages; ++s) {
+    if (tid < kTile) {
+      sm.slots[s * kTile + tid] =
+          resolve_slot<kTile>(table_row, begin + s * kTile, end, p.block_size, tid);
+    }
+  }
+  __syncthreads();
+  load_q_tile<T, HEAD_DIM, WARPS_M * 16>(sm.q, p, query_base, row_begin, rows, kv_head, tid);
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < num_tiles) {
+      load_kv_tile<T, HEAD_DIM, kTile, Traits::kThreads>(sm.k_stage(s), sm.v_stage(s), p.k_cache,
+                                                         p.v_cache, sm.slots + s * kTile,
+                                                         head_offset, token_stride, tid);
+    }
+    cp_async_commit();
+  }
+
+  float o[kOFrags][4];
+#pragma unroll
+  for (int f = 0; f < kOFrags; ++f) o[f][0] = o[f][1] = o[f][2] = o[f][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY};
+  float l[2] = {0.f, 0.f};
+  unsigned qf[Traits::kQInRegisters ? kKSteps : 1][4];
+  const T* q_warp = sm.q + wm * 16 * HEAD_DIM;
+  auto load_q_frag = [&](unsigned(&a)[4], int d) {
+    ldmatrix_x4(a, q_warp + swizzled_offset<T, HEAD_DIM>((mi % 2) * 8 + mr, d * 2 + mi / 2));
+  };
+
+  for (int n = 0; n < num_tiles; ++n) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();
+    // Refill the stage consumed in the previous iteration; slots were resolved a tile ago.
+    const int ahead = n + kStages - 1;
+    if (ahead < num_tiles) {
+      const int s = ahead % kStages;
+      load_kv_tile<T, HEAD_DIM, kTile, Traits::kThreads>(sm.k_stage(s), sm.v_stage(s), p.k_cache,
+                                                         p.v_cache, sm.slots + s * kTile,
+                                                         head_offset, token_stride, tid);
+    }
+    cp_async_commit();
+    // Block-table lookups for tile n + kStages: issued now, stored after this tile's math.
+    int next_slot = -1;
+    if (tid < kTile && n + kStages < num_tiles) {
+      next_slot =
+          resolve_slot<kTile>(table_row, begin + (n + kStages) * kTile, end, p.block_size, tid);
+    }
+    if constexpr (Traits::kQInRegisters) {
+      if (n == 0) {
+#pragma unroll
+        for (int d = 0; d < kKSteps; ++d) load_q_frag(qf[d], d);
+      }
+    }
+
+    const int stage = n % kStages;
+    const T* k_tile = sm.k_stage(stage);
+    const T* v_tile = sm.v_stage(stage);
+    const int warp_row0 = wn * kWarpTokens;  // first tile row (token) of this warp
+
+    // S = Q K^T for this warp's 16 rows x kWarpTokens tokens.
+    float s[kSFrags][4];
+#pragma unroll
+    for (int f = 0; f < kSFrags; ++f) s[f][0] = s[f][1] = s[f][2] = s[f][3] = 0.f;
+    auto qk_step = [&](const unsigned(&a)[4], int d) {
+#pragma unroll
+      for (int kt = 0; kt < kWarpTokens / 16; ++kt) {
+        unsigned b[4];
+        ldmatrix_x4(b, k_tile + swizzled_offset<T, HEAD_DIM>(
+                                    warp_row0 + kt * 16 + (mi / 2) * 8 + mr, d * 2 + (mi % 2)));
+        mma_m16n8k16<T>(s[2 * kt], a, b[0], b[1]);
+        mma_m16n8k16<T>(s[2 * kt + 1], a, b[2], b[3]);
+      }
+    };
+#pragma unroll
+    for (int d = 0; d < kKSteps; ++d) {
+      if constexpr (Traits::kQInRegisters) {
+        qk_step(qf[d], d);
+      } else {
+        unsigned a[4];
+        load_q_frag(a, d);
+        qk_step(a, d);
+      }
+    }
+
+    // Mask tokens past the chunk's end (only the last tile has any).
+    const int tok0 = begin + n * kTile + warp_row0;
+    if (begin + (n + 1) * kTile > end) {
+#pragma unroll
+      for (int f = 0; f < kSFrags; ++f) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if (tok0 + f * 8 + 2 * (lane % 4) + (e & 1) >= end) s[f][e] = -INFINITY;
+        }
+      }
+    }
+
+    // Online softmax (base 2): rows g (i = 0) and g + 8 (i = 1) of the warp's fragment.
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int f = 0; f < kSFrags; ++f) mx = fmaxf(mx, fmaxf(s[f][2 * i], s[f][2 * i + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m[i], mx * p.scale_log2);
+      // A warp that has seen only masked tokens keeps m = -inf; subtract 0 then (no NaN).
+      const float m_use = m_new == -INFINITY ? 0.f : m_new;
+      const float alpha = exp2f(m[i] - m_use);
+      m[i] = m_new;
+      float sum = 0.f;
+#pragma unroll
+      for (int f = 0; f < kSFrags; ++f) {
+        s[f][2 * i] = exp2f(fmaf(s[f][2 * i], p.scale_log2, -m_use));
+        s[f][2 * i + 1] = exp2f(fmaf(s[f][2 * i + 1], p.scale_log2, -m_use));
+        sum += s[f][2 * i] + s[f][2 * i + 1];
+      }
+      l[i] = l[i] * alpha + sum;
+#pragma unroll
+      for (int f = 0; f < kOFrags; ++f) {
+        o[f][2 * i] *= alpha;
+        o[f][2 * i + 1] *= alpha;
+      }
+    }
+
+    // O += P V: the S accumulators are already laid out as the A fragments of P.
+#pragma unroll
+    for (int kt = 0; kt < kWarpTokens / 16; ++kt) {
+      unsigned a[4];
+      a[0] = DTypeTraits<T>::pack2(s[2 * kt][0], s[2 * kt][1]);
+      a[1] = DTypeTraits<T>::pack2(s[2 * kt][2], s[2 * kt][3]);
+      a[2] = DTypeTraits<T>::pack2(s[2 * kt + 1][0], s[2 * kt + 1][1]);
+      a[3] = DTypeTraits<T>::pack2(s[2 * kt + 1][2], s[2 * kt + 1][3]);
+#pragma unroll
+      for (int dn = 0; dn < HEAD_DIM / 16; ++dn) {
+        unsigned b[4];
+        ldmatrix_x4_trans(
+            b, v_tile + swizzled_offset<T, HEAD_DIM>(warp_row0 + kt * 16 + (mi % 2) * 8 + mr,
+                                                     dn * 2 + mi / 2));
+        mma_m16n8k16<T>(o[2 * dn], a, b[0], b[1]);
+        mma_m16n8k16<T>(o[2 * dn + 1], a, b[2], b[3]);
+      }
+    }
+
+    if (tid < kTile) sm.slots[((n + kStages) % kStages) * kTile + tid] = next_slot;
+  }
+
+  // Row sums were accumulated per lane; the quad of lanes sharing a row completes them.
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+  }
+  const int g = lane / 4;
+  const int c = lane % 4;
+  constexpr float kLn2 = 0.6931471805599453f;
+
+  if constexpr (kWarpsN == 1) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const RadixRow rr = radix_row(p.plan, query_base, row_begin, rows, wm * 16 + g + 8 * i,
+                                    p.group_size, kv_head);
+      if (rr.partial < 0) continue;
+      const std::int64_t row_index =
+          static_cast<std::int64_t>(rr.partial) * p.num_q_heads + rr.q_head;
+      const float inv = 1.f / l[i];
+      float* out = p.partial_out + row_index * HEAD_DIM;
+#pragma unroll
+      for (int f = 0; f < kOFrags; ++f) {
+        *reinterpret_cast<float2*>(out + f * 8 + 2 * c) =
+            make_float2(o[f][2 * i] * inv, o[f][2 * i + 1] * inv);
+      }
+      if (c == 0) p.partial_lse[row_index] = (m[i] + log2f(l[i])) * kLn2;
+    }
+  } else {
+    // Token-split warps: park each warp's (m, l, O) in the drained KV stages, then combine.
+    cp_async_wait<0>();
+    __syncthreads();
+    constexpr int kStride = Traits::kScratchStride;
+    float* o_s = sm.scratch;                                   // [warp][16][kStride]
+    float* ml_s = sm.scratch + Traits::kWarps * 16 * kStride;  // [warp][16][2]
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int r = g + 8 * i;
+#pragma unroll
+      for (int f = 0; f < kOFrags; ++f) {
+        *reinterpret_cast<float2*>(o_s + (warp * 16 + r) * kStride + f * 8 + 2 * c) =
+            make_float2(o[f][2 * i], o[f][2 * i + 1]);
+      }
+      if (c == 0) {
+        ml_s[(warp * 16 + r) * 2] = m[i];
+        ml_s[(warp * 16 + r) * 2 + 1] = l[i];
+      }
+    }
+    __syncthreads();
+    for (int e = tid; e < WARPS_M * 16 * HEAD_DIM; e += Traits::kThreads) {
+      const int row = e / HEAD_DIM;
+      const int d = e % HEAD_DIM;
+      const RadixRow rr =
+          radix_row(p.plan, query_base, row_begin, rows, row, p.group_size, kv_head);
+      if (rr.partial < 0) continue;
+      const int rw = row % 16;
+      const int w0 = row / 16;  // warps w0, w0 + WARPS_M, ... hold this row
+      float mx = -INFINITY;
+#pragma unroll
+      for (int k = 0; k < kWarpsN; ++k) mx = fmaxf(mx, ml_s[((w0 + k * WARPS_M) * 16 + rw) * 2]);
+      float sum = 0.f, acc = 0.f;
+#pragma unroll
+      for (int k = 0; k < kWarpsN; ++k) {
+        const int w = w0 + k * WARPS_M;
+        const float wt = exp2f(ml_s[(w * 16 + rw) * 2] - mx);  // 0 for a warp with no tokens
+        sum += ml_s[(w * 16 + rw) * 2 + 1] * wt;
+        acc += o_s[(w * 16 + rw) * kStride + d] * wt;
+      }
+      const std::int64_t row_index =
+          static_cast<std::int64_t>(rr.partial) * p.num_q_heads + rr.q_head;
+      p.partial_out[row_index * HEAD_DIM + d] = acc / sum;
+      if (d == 0) p.partial_lse[row_index] = (mx + log2f(sum)) * kLn2;
+    }
+  }
+}
+
+}  // namespace radix_attention::detail

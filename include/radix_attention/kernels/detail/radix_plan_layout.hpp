@@ -1,0 +1,223 @@
+#pragma once
+/// @file
+/// The packed, device-side form of a RadixPlan: one flat int32 buffer (header + the plan's CSR
+/// arrays + the kernel's work list), built on the host and copied to the GPU with one copy.
+/// Plain C++17 (no CUDA), so packing and its checks run and are tested without a GPU.
+///
+/// Array offsets depend only on the buffer's *capacities*, never on the plan's sizes: while
+/// plans fit, the device address of every array stays the same from batch to batch, so a
+/// launch captured in a CUDA graph stays valid when later plans are uploaded.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "radix_attention/cache/radix_plan.hpp"
+#include "radix_attention/core/error.hpp"
+
+namespace radix_attention::detail {
+
+/// Rows (query x query-head pairs of one KV head) one CTA of the radix kernel computes.
+/// 4 warps x the 16 rows of one m16n8k16 fragment; more rows are split over several CTAs.
+inline constexpr int kRadixRowsPerTile = 64;
+
+/// Header slots at the start of the packed buffer (read by the kernel when the grid is fixed).
+enum RadixHeader : int {
+  kHeaderNumItems = 0,
+  kHeaderNumChunks = 1,
+  kHeaderNumPartials = 2,
+  kHeaderNumQueries = 3,
+  kHeaderGroupSize = 4,
+  kHeaderSize = 8,  // padded so the arrays start 32-byte aligned
+};
+
+/// Capacities of a packed buffer (entries of each array); offsets are derived from them.
+struct RadixPlanCapacity {
+  std::int64_t chunks = 0;
+  std::int64_t partials = 0;
+  std::int64_t queries = 0;
+  std::int64_t items = 0;
+
+  bool holds(const RadixPlanCapacity& need) const {
+    return need.chunks <= chunks && need.partials <= partials && need.queries <= queries &&
+           need.items <= items;
+  }
+};
+
+/// Offsets (in int32 entries) of each array inside the packed buffer.
+struct RadixPlanOffsets {
+  std::int64_t chunk_row, chunk_begin, chunk_end, chunk_query_indptr, chunk_queries;
+  std::int64_t query_partial_indptr, query_partials, item_chunk, item_row_begin, total;
+};
+
+inline std::int64_t round_up8(std::int64_t n) { return (n + 7) / 8 * 8; }
+
+inline RadixPlanOffsets radix_plan_offsets(const RadixPlanCapacity& cap) {
+  RadixPlanOffsets o{};
+  std::int64_t at = kHeaderSize;
+  auto take = [&at](std::int64_t n) {
+    const std::int64_t here = at;
+    at += round_up8(n);
+    return here;
+  };
+  o.chunk_row = take(cap.chunks);
+  o.chunk_begin = take(cap.chunks);
+  o.chunk_end = take(cap.chunks);
+  o.chunk_query_indptr = take(cap.chunks + 1);
+  o.chunk_queries = take(cap.partials);
+  o.query_partial_indptr = take(cap.queries + 1);
+  o.query_partials = take(cap.partials);
+  o.item_chunk = take(cap.items);
+  o.item_row_begin = take(cap.items);
+  o.total = at;
+  return o;
+}
+
+/// Device view of a packed plan: what the kernel receives (pointers into one buffer).
+struct RadixPlanView {
+  const std::int32_t* header;
+  const std::int32_t* chunk_row;
+  const std::int32_t* chunk_begin;
+  const std::int32_t* chunk_end;
+  const std::int32_t* chunk_query_indptr;
+  const std::int32_t* chunk_queries;
+  const std::int32_t* item_chunk;
+  const std::int32_t* item_row_begin;
+};
+
+inline RadixPlanView radix_plan_view(const std::int32_t* base, const RadixPlanOffsets& o) {
+  return RadixPlanView{base,
+                       base + o.chunk_row,
+                       base + o.chunk_begin,
+                       base + o.chunk_end,
+                       base + o.chunk_query_indptr,
+                       base + o.chunk_queries,
+                       base + o.item_chunk,
+                       base + o.item_row_begin};
+}
+
+/// What the launcher needs to know about a packed plan without reading it back.
+struct RadixPlanSummary {
+  std::int32_t num_queries = 0;
+  std::int32_t num_chunks = 0;
+  std::int32_t num_partials = 0;
+  std::int32_t num_items = 0;
+  std::int32_t group_size = 0;
+  std::int32_t max_token_end = 0;  ///< largest chunk_token_end: bounds the block-table width
+  std::int64_t rows = 0;           ///< sum over chunks of queries x group size
+  std::uint64_t batch_fingerprint = 0;
+};
+
+/**
+ * Work items of the radix kernel: one per (chunk, tile of kRadixRowsPerTile rows), where the
+ * chunk's rows are its queries x `group_size` query heads (row = query slot * group + head).
+ * Ordered by estimated cost, largest first, so that long shared chunks start early and short
+ * private ones fill the tail of the grid; a chunk's tiles stay adjacent (they read the same KV,
+ * which then comes from L2).
+ */
+inline void radix_work_items(const RadixPlan& plan, std::int32_t group_size,
+                             std::vector<std::int32_t>& item_chunk,
+                             std::vector<std::int32_t>& item_row_begin) {
+  struct Item {
+    std::int64_t cost;
+    std::int32_t chunk, row_begin;
+  };
+  std::vector<Item> items;
+  for (std::int32_t c = 0; c < plan.num_chunks(); ++c) {
+    const std::int64_t rows =
+        static_cast<std::int64_t>(plan.chunk_query_indptr[c + 1] - plan.chunk_query_indptr[c]) *
+        group_size;
+    const std::int64_t tokens = plan.chunk_token_end[c] - plan.chunk_token_begin[c];
+    for (std::int64_t r = 0; r < rows; r += kRadixRowsPerTile) {
+      const std::int64_t tile_rows = std::min<std::int64_t>(kRadixRowsPerTile, rows - r);
+      // Bytes read (~tokens) plus tensor-core work (~tokens x 16-row fragments), in one unit.
+      const std::int64_t cost = tokens * (4 + (tile_rows + 15) / 16);
+      items.push_back({cost, c, static_cast<std::int32_t>(r)});
+    }
+  }
+  std::stable_sort(items.begin(), items.end(),
+                   [](const Item& a, const Item& b) { return a.cost > b.cost; });
+  item_chunk.resize(items.size());
+  item_row_begin.resize(items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    item_chunk[i] = items[i].chunk;
+    item_row_begin[i] = items[i].row_begin;
+  }
+}
+
+/// Capacity a plan needs (items depend on the group size: rows = queries x group).
+inline RadixPlanCapacity radix_plan_need(const RadixPlan& plan, std::int32_t group_size,
+                                         std::int64_t num_items) {
+  (void)group_size;
+  return RadixPlanCapacity{plan.num_chunks(), plan.num_partials(), plan.num_queries, num_items};
+}
+
+/**
+ * Validates `plan` against the batch (validate_radix_plan) and packs it into `out`, laid out
+ * for capacity `cap` (grown to fit when smaller; the caller then reallocates).
+ * @return the plan's summary. On failure throws InvalidArgument and leaves `out` untouched.
+ */
+inline RadixPlanSummary pack_radix_plan(const RadixPlan& plan,
+                                        const std::vector<std::int32_t>& context_lens,
+                                        std::int32_t group_size, RadixPlanCapacity& cap,
+                                        std::vector<std::int32_t>& out) {
+  expects(group_size >= 1, "group_size", group_size, "must be >= 1 (num_q_heads / num_kv_heads)");
+  validate_radix_plan(plan, context_lens);
+  std::vector<std::int32_t> item_chunk, item_row_begin;
+  radix_work_items(plan, group_size, item_chunk, item_row_begin);
+  expects(item_chunk.size() < (std::size_t{1} << 30), "work items", item_chunk.size(),
+          "too many for one launch");
+
+  const RadixPlanCapacity need =
+      radix_plan_need(plan, group_size, static_cast<std::int64_t>(item_chunk.size()));
+  RadixPlanCapacity grown = cap;
+  if (!cap.holds(need)) {
+    // Grow by half again so a slowly growing batch does not reallocate every step.
+    auto grow = [](std::int64_t have, std::int64_t want) {
+      return have >= want ? have : std::max(want, have + have / 2);
+    };
+    grown = RadixPlanCapacity{grow(cap.chunks, need.chunks), grow(cap.partials, need.partials),
+                              grow(cap.queries, need.queries), grow(cap.items, need.items)};
+  }
+  const RadixPlanOffsets o = radix_plan_offsets(grown);
+  std::vector<std::int32_t> packed(static_cast<std::size_t>(o.total), 0);
+  packed[kHeaderNumItems] = static_cast<std::int32_t>(item_chunk.size());
+  packed[kHeaderNumChunks] = plan.num_chunks();
+  packed[kHeaderNumPartials] = plan.num_partials();
+  packed[kHeaderNumQueries] = plan.num_queries;
+  packed[kHeaderGroupSize] = group_size;
+  auto put = [&packed](std::int64_t at, const std::vector<std::int32_t>& v) {
+    std::copy(v.begin(), v.end(), packed.begin() + at);
+  };
+  put(o.chunk_row, plan.chunk_row);
+  put(o.chunk_begin, plan.chunk_token_begin);
+  put(o.chunk_end, plan.chunk_token_end);
+  put(o.chunk_query_indptr, plan.chunk_query_indptr);
+  put(o.chunk_queries, plan.chunk_queries);
+  put(o.query_partial_indptr, plan.query_partial_indptr);
+  put(o.query_partials, plan.query_partials);
+  put(o.item_chunk, item_chunk);
+  put(o.item_row_begin, item_row_begin);
+
+  RadixPlanSummary s;
+  s.num_queries = plan.num_queries;
+  s.num_chunks = plan.num_chunks();
+  s.num_partials = plan.num_partials();
+  s.num_items = static_cast<std::int32_t>(item_chunk.size());
+  s.group_size = group_size;
+  for (std::int32_t c = 0; c < plan.num_chunks(); ++c) {
+    s.max_token_end = std::max(s.max_token_end, plan.chunk_token_end[c]);
+    s.rows +=
+        static_cast<std::int64_t>(plan.chunk_query_indptr[c + 1] - plan.chunk_query_indptr[c]) *
+        group_size;
+  }
+  s.batch_fingerprint = plan.batch_fingerprint;
+  // Commit (no-throw from here).
+  out.swap(packed);
+  cap = grown;
+  return s;
+}
+
+}  // namespace radix_attention::detail

@@ -1,0 +1,64 @@
+#pragma once
+/// @file
+/// Compile-time configuration of the radix-decode kernels and the parameters they receive.
+
+#include <cstddef>
+#include <cstdint>
+
+#include "radix_attention/kernels/detail/radix_plan_layout.hpp"
+
+namespace radix_attention::detail {
+
+/// Tensor-core (16-bit) radix kernel: one CTA = 4 warps computes up to 64 rows (queries x
+/// query heads of one KV head) over one chunk; each KV tile is loaded once per CTA.
+template <class T, int HEAD_DIM>
+struct RadixMmaTraits {
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kRows = kRadixRowsPerTile;  // 4 warps x 16 fragment rows
+  /// Tokens per KV tile: 64 keeps K+V of one stage at 32 KB for head_dim 128, big enough for
+  /// long 16-byte streams per token row, small enough for 2 CTAs (3 stages each) per SM.
+  static constexpr int kTile = 64;
+  /// Stages in flight: 3 where shared memory allows 2 CTAs per SM, else 2 (head_dim 256).
+  static constexpr int kStages = HEAD_DIM <= 128 ? 3 : 2;
+  /// Q fragments stay in registers up to head_dim 128 (32 registers); beyond that the
+  /// accumulators need the room and Q is re-read from shared memory with ldmatrix.
+  static constexpr bool kQInRegisters = HEAD_DIM <= 128;
+  static constexpr int kTileElems = kTile * HEAD_DIM;
+  static constexpr std::size_t kSmemQ = std::size_t{kRows} * HEAD_DIM * sizeof(T);
+  static constexpr std::size_t kSmemKV = std::size_t{kStages} * 2 * kTileElems * sizeof(T);
+  static constexpr std::size_t kSmemSlots = std::size_t{kStages} * kTile * sizeof(int);
+  static constexpr std::size_t kSmemBytes = kSmemQ + kSmemKV + kSmemSlots;
+  /// Row stride (floats) of the cross-warp merge scratch: +8 floats staggers the rows' banks.
+  static constexpr int kScratchStride = HEAD_DIM + 8;
+  static_assert(std::size_t{kWarps} * 16 * (kScratchStride + 2) * sizeof(float) <= kSmemKV,
+                "cross-warp merge scratch must fit in the KV stages it reuses");
+};
+
+/// CUDA-core radix kernel (float inputs): one warp per row, 4 warps per CTA.
+struct RadixSimtTraits {
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = kWarps * 32;
+};
+
+/// Everything a radix-decode kernel reads, as plain pointers and sizes (checked on the host).
+template <class T>
+struct RadixKernelParams {
+  const T* q;        ///< [num_queries, num_q_heads, head_dim]
+  const T* k_cache;  ///< [num_blocks, block_size, num_kv_heads, head_dim]
+  const T* v_cache;
+  const std::int32_t* block_tables;  ///< [num_queries, block_table_stride]
+  std::int64_t block_table_stride;
+  float* partial_out;  ///< [num_partials, num_q_heads, head_dim]
+  float* partial_lse;  ///< [num_partials, num_q_heads], natural log
+  RadixPlanView plan;
+  int num_q_heads;
+  int num_kv_heads;
+  int group_size;
+  int block_size;
+  float scale_log2;  ///< softmax scale x log2(e): exponentials are taken base 2
+  /// Work items x KV heads when known on the host; -1: read from the plan's header (fixed grid).
+  int total_work;
+};
+
+}  // namespace radix_attention::detail

@@ -1,0 +1,78 @@
+#pragma once
+/// @file
+/// Radix-decode kernels: execute a packed RadixPlan (kernels/detail/radix_plan_layout.hpp).
+/// One launch covers every chunk of the batch: CTA work unit = (work item, KV head), where a
+/// work item is a chunk and a tile of up to 64 of its rows (queries x the KV head's query
+/// heads). Each CTA streams the chunk's KV once and writes one partial state (float output,
+/// natural-log LSE) per row; `merge_states` then combines each query's partials.
+///
+/// The grid either has one CTA per unit (`total_work` known on the host) or is fixed and
+/// persistent (CTAs loop over units; the count is read from the plan's header on the device),
+/// which lets a CUDA graph replay the launch for plans of varying size.
+/// The host launcher is ops/radix_decode.cuh.
+
+#include <cuda_runtime.h>
+
+#include <type_traits>
+
+#include "radix_attention/core/dtype.cuh"
+#include "radix_attention/kernels/detail/radix_mma_item.cuh"
+#include "radix_attention/kernels/detail/radix_simt_item.cuh"
+#include "radix_attention/kernels/detail/radix_traits.cuh"
+
+namespace radix_attention {
+
+/**
+ * @brief Tensor-core radix decode (T = __half or __nv_bfloat16); launch with
+ * RadixMmaTraits<T, HEAD_DIM>::kThreads threads and kSmemBytes of dynamic shared memory.
+ */
+template <class T, int HEAD_DIM>
+__global__ void __launch_bounds__(detail::RadixMmaTraits<T, HEAD_DIM>::kThreads)
+    radix_decode_mma_kernel(const detail::RadixKernelParams<T> p) {
+  static_assert(DTypeTraits<T>::is_16bit, "the tensor-core path takes 16-bit inputs");
+  extern __shared__ __align__(16) unsigned char radix_smem[];
+  const detail::RadixMmaSmem<T, HEAD_DIM> sm(radix_smem);
+  const int total =
+      p.total_work >= 0 ? p.total_work : p.plan.header[detail::kHeaderNumItems] * p.num_kv_heads;
+  for (int w = blockIdx.x; w < total; w += gridDim.x) {
+    const int item = w / p.num_kv_heads;
+    const int kv_head = w - item * p.num_kv_heads;
+    const int chunk = p.plan.item_chunk[item];
+    const int row_begin = p.plan.item_row_begin[item];
+    const int chunk_rows =
+        (p.plan.chunk_query_indptr[chunk + 1] - p.plan.chunk_query_indptr[chunk]) * p.group_size;
+    const int rows = min(detail::kRadixRowsPerTile, chunk_rows - row_begin);
+    // Layout per item (uniform over the CTA): rows on warps when there are many, tokens on
+    // warps when there are few.
+    if (rows <= 16) {
+      detail::radix_mma_item<T, HEAD_DIM, 1>(p, sm, chunk, row_begin, rows, kv_head);
+    } else if (rows <= 32) {
+      detail::radix_mma_item<T, HEAD_DIM, 2>(p, sm, chunk, row_begin, rows, kv_head);
+    } else {
+      detail::radix_mma_item<T, HEAD_DIM, 4>(p, sm, chunk, row_begin, rows, kv_head);
+    }
+  }
+}
+
+/**
+ * @brief CUDA-core radix decode (any supported T; used for float); launch with
+ * RadixSimtTraits::kThreads threads and no dynamic shared memory.
+ */
+template <class T, int HEAD_DIM>
+__global__ void __launch_bounds__(detail::RadixSimtTraits::kThreads)
+    radix_decode_simt_kernel(const detail::RadixKernelParams<T> p) {
+  const int total =
+      p.total_work >= 0 ? p.total_work : p.plan.header[detail::kHeaderNumItems] * p.num_kv_heads;
+  for (int w = blockIdx.x; w < total; w += gridDim.x) {
+    const int item = w / p.num_kv_heads;
+    const int kv_head = w - item * p.num_kv_heads;
+    const int chunk = p.plan.item_chunk[item];
+    const int row_begin = p.plan.item_row_begin[item];
+    const int chunk_rows =
+        (p.plan.chunk_query_indptr[chunk + 1] - p.plan.chunk_query_indptr[chunk]) * p.group_size;
+    const int rows = min(detail::kRadixRowsPerTile, chunk_rows - row_begin);
+    detail::radix_simt_item<T, HEAD_DIM>(p, chunk, row_begin, rows, kv_head);
+  }
+}
+
+}  // namespace radix_attention

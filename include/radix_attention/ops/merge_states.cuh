@@ -1,0 +1,93 @@
+#pragma once
+/// @file
+/// Host launcher of merge_states: exact combination of partial attention states.
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "radix_attention/core/cuda_check.cuh"
+#include "radix_attention/core/error.hpp"
+#include "radix_attention/kernels/merge_states.cuh"
+
+namespace radix_attention {
+namespace detail {
+
+template <class T>
+void launch_merge_states(const MergeStatesParams<T>& params, cudaStream_t stream) {
+  const long long pairs = static_cast<long long>(params.num_queries) * params.num_heads;
+  if (pairs == 0) return;
+  const long long blocks = (pairs + kMergeWarps - 1) / kMergeWarps;
+  expects_that(blocks <= 0x7fffffffLL, "merge_states: num_queries * num_heads = ", pairs,
+               " is too large for one launch");
+  merge_states_kernel<T><<<static_cast<unsigned>(blocks), kMergeWarps * 32, 0, stream>>>(params);
+  RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace detail
+
+/**
+ * @brief Merges partial attention states (FlashDecoding / cascade style) into final rows.
+ *
+ * Partial p is an output row `partial_out[p][h][:]` (float, normalised over its own token
+ * range) with `partial_lse[p][h]` = log(sum over its range of exp(score)) in NATURAL log
+ * (not base 2). For query i, the partials `query_partials[query_partial_indptr[i] ..
+ * query_partial_indptr[i + 1])` (disjoint token ranges of the same query) are merged exactly:
+ * out = sum_p exp(lse_p - lse) * out_p with lse = log(sum_p exp(lse_p)). A partial with
+ * lse = -inf is empty and ignored (its row may hold anything finite); a query with no
+ * non-empty partial gets out = 0 and lse = -inf.
+ *
+ * @param partial_out [num_partials, num_heads, head_dim] float, device.
+ * @param partial_lse [num_partials, num_heads] float, device.
+ * @param num_partials number of partial rows (>= 0); ids must lie in [0, num_partials).
+ * @param num_heads heads per row (>= 1).
+ * @param head_dim elements per head (>= 1).
+ * @param query_partial_indptr int32 [num_queries + 1], non-decreasing, device.
+ * @param query_partials int32 partial ids, device.
+ * @param num_queries rows to produce (>= 0; 0 launches nothing).
+ * @param out [num_queries, num_heads, head_dim] of T, device.
+ * @param lse_out [num_queries, num_heads] float natural-log LSE, device, or nullptr.
+ * @param stream stream to launch on.
+ * @throw InvalidArgument on a null required pointer or a negative / zero extent;
+ *        CudaError if the launch fails. Ids are not read on the host: see
+ *        RADIX_ATTENTION_KERNEL_BOUNDS_CHECK.
+ */
+template <class T>
+void merge_states(const float* partial_out, const float* partial_lse, int num_partials,
+                  int num_heads, int head_dim, const std::int32_t* query_partial_indptr,
+                  const std::int32_t* query_partials, int num_queries, T* out, float* lse_out,
+                  cudaStream_t stream) {
+  static_assert(is_supported_dtype_v<T>, "merge_states: T must be float, __half or __nv_bfloat16");
+  expects(num_partials >= 0, "num_partials", num_partials, "must be >= 0");
+  expects(num_heads >= 1, "num_heads", num_heads, "must be >= 1");
+  expects(head_dim >= 1, "head_dim", head_dim, "must be >= 1");
+  expects(num_queries >= 0, "num_queries", num_queries, "must be >= 0");
+  if (num_queries == 0) return;
+  expects(out != nullptr, "out", "nullptr",
+          "must point to num_queries * num_heads * head_dim elements");
+  expects(query_partial_indptr != nullptr, "query_partial_indptr", "nullptr",
+          "must point to num_queries + 1 int32");
+  if (num_partials > 0) {
+    expects(partial_out != nullptr, "partial_out", "nullptr",
+            "must be non-null when num_partials > 0");
+    expects(partial_lse != nullptr, "partial_lse", "nullptr",
+            "must be non-null when num_partials > 0");
+    expects(query_partials != nullptr, "query_partials", "nullptr",
+            "must be non-null when num_partials > 0");
+  }
+  MergeStatesParams<T> params{};
+  params.partial_out = partial_out;
+  params.partial_lse = partial_lse;
+  params.indptr = query_partial_indptr;
+  params.indices = query_partials;
+  params.out = out;
+  params.lse_out = lse_out;
+  params.num_partials = num_partials;
+  params.num_queries = num_queries;
+  params.num_heads = num_heads;
+  params.head_dim = head_dim;
+  params.uniform_count = 0;
+  detail::launch_merge_states(params, stream);
+}
+
+}  // namespace radix_attention

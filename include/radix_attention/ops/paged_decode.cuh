@@ -1,0 +1,340 @@
+#pragma once
+/// @file
+/// Host launcher of paged decode attention: validates every argument, plans split-KV,
+/// dispatches (dtype, head_dim) to a kernel instance at one place, and launches on a stream.
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "radix_attention/core/cuda_check.cuh"
+#include "radix_attention/core/dtype.cuh"
+#include "radix_attention/core/error.hpp"
+#include "radix_attention/core/views.hpp"
+#include "radix_attention/kernels/paged_decode.cuh"
+#include "radix_attention/ops/merge_states.cuh"
+
+namespace radix_attention {
+
+/// @brief Tuning knobs of paged_decode; the defaults are what a serving engine wants.
+struct PagedDecodeOptions {
+  float scale = 0.f;   ///< softmax scale; 0 means 1 / sqrt(head_dim)
+  int num_splits = 0;  ///< split-KV factor; 0 chooses from batch x kv heads vs the SM count
+  int num_sms = 0;     ///< SM count for the automatic choice; 0 queries the current device
+};
+
+namespace detail {
+
+inline constexpr int kMaxDecodeSplits = 128;
+// A split shorter than this spends more on its pipeline fill and merge row than it saves.
+inline constexpr int kMinSplitTokens = 256;
+
+/// A kernel instance and its launch shape.
+template <class T>
+struct PagedDecodeKernelInfo {
+  void (*kernel)(PagedDecodeParams<T>);
+  int threads;
+  int smem_bytes;
+  int rows_per_cta;
+};
+
+/// THE dispatch point: (T, head_dim) -> kernel instance. Instantiated combinations:
+/// {__half, __nv_bfloat16} x {64, 128, 256} on tensor cores, {float} x {64, 128, 256} on CUDA
+/// cores. The GQA group size is a runtime value in both (rows of the CTA), not a template.
+template <class T>
+PagedDecodeKernelInfo<T> select_paged_decode_kernel(int head_dim) {
+  auto make = [](auto d) -> PagedDecodeKernelInfo<T> {
+    constexpr int D = decltype(d)::value;
+    if constexpr (DTypeTraits<T>::is_16bit) {
+      using Tr = PagedDecodeTcTraits<T, D>;
+      return {&paged_decode_tc_kernel<T, D>, Tr::kThreads, Tr::kSmemBytes, Tr::kRows};
+    } else {
+      using Tr = PagedDecodeSimtTraits<T, D>;
+      return {&paged_decode_simt_kernel<T, D>, Tr::kThreads, Tr::kSmemBytes, Tr::kRows};
+    }
+  };
+  switch (head_dim) {
+    case 64:
+      return make(std::integral_constant<int, 64>{});
+    case 128:
+      return make(std::integral_constant<int, 128>{});
+    case 256:
+      return make(std::integral_constant<int, 256>{});
+    default:
+      break;
+  }
+  throw InvalidArgument(
+      concat("radix_attention: head_dim = ", head_dim, ": must be 64, 128 or 256"));
+}
+
+inline constexpr int kMaxCachedDevices = 64;
+
+inline int current_device() {
+  int device = 0;
+  RADIX_ATTENTION_CUDA_CHECK(cudaGetDevice(&device));
+  return device;
+}
+
+inline int device_sm_count(int device) {
+  static std::array<std::atomic<int>, kMaxCachedDevices> cache{};
+  if (device < kMaxCachedDevices && cache[device].load(std::memory_order_relaxed) > 0) {
+    return cache[device].load(std::memory_order_relaxed);
+  }
+  int count = 0;
+  RADIX_ATTENTION_CUDA_CHECK(
+      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  if (device < kMaxCachedDevices) cache[device].store(count, std::memory_order_relaxed);
+  return count;
+}
+
+/// Raises the instance's dynamic shared-memory limit (once per device) and returns how many of
+/// its CTAs fit on one SM. Setting the attribute twice from racing threads is harmless.
+template <class T>
+int configure_and_occupancy(const PagedDecodeKernelInfo<T>& info, int device) {
+  RADIX_ATTENTION_CUDA_CHECK(cudaFuncSetAttribute(
+      info.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, info.smem_bytes));
+  int ctas = 0;
+  RADIX_ATTENTION_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &ctas, info.kernel, info.threads, static_cast<std::size_t>(info.smem_bytes)));
+  expects_that<CudaError>(ctas >= 1, "paged_decode: kernel for head_dim does not fit on device ",
+                          device, " (", info.smem_bytes, " bytes of shared memory)");
+  return ctas;
+}
+
+template <class T>
+int cached_occupancy(const PagedDecodeKernelInfo<T>& info, int head_dim, int device) {
+  // One slot per (head_dim, device); T is part of the template, so of the cache's identity.
+  static std::array<std::atomic<int>, 3 * kMaxCachedDevices> cache{};
+  const int index = (head_dim / 64 == 4 ? 2 : head_dim / 64 - 1) * kMaxCachedDevices + device;
+  if (device < kMaxCachedDevices && cache[index].load(std::memory_order_relaxed) > 0) {
+    return cache[index].load(std::memory_order_relaxed);
+  }
+  const int ctas = configure_and_occupancy(info, device);
+  if (device < kMaxCachedDevices) cache[index].store(ctas, std::memory_order_relaxed);
+  return ctas;
+}
+
+/// Checks everything except device pointers; shared by the workspace query and the launcher.
+template <class T>
+void validate_paged_decode_shapes(int num_q_heads, const PagedKvCacheView<T>& cache,
+                                  const BlockTableView& tables, const PagedDecodeOptions& options) {
+  expects(cache.num_kv_heads >= 1, "cache.num_kv_heads", cache.num_kv_heads, "must be >= 1");
+  expects(num_q_heads >= 1, "num_q_heads", num_q_heads, "must be >= 1");
+  expects_that(num_q_heads % cache.num_kv_heads == 0, "num_q_heads = ", num_q_heads,
+               " must be a multiple of cache.num_kv_heads = ", cache.num_kv_heads);
+  expects(cache.head_dim == 64 || cache.head_dim == 128 || cache.head_dim == 256, "cache.head_dim",
+          cache.head_dim, "must be 64, 128 or 256");
+  expects(cache.block_size >= 1, "cache.block_size", cache.block_size, "must be >= 1");
+  expects(cache.num_blocks >= 1, "cache.num_blocks", cache.num_blocks, "must be >= 1");
+  expects(static_cast<std::int64_t>(cache.num_blocks) * cache.block_size <= INT32_MAX,
+          "cache.num_blocks * cache.block_size",
+          static_cast<std::int64_t>(cache.num_blocks) * cache.block_size,
+          "must fit in int32 (token slots are int32)");
+  expects(tables.num_seqs >= 0 && tables.num_seqs <= 65535, "tables.num_seqs", tables.num_seqs,
+          "must be in [0, 65535]");
+  expects(tables.max_blocks_per_seq >= 1, "tables.max_blocks_per_seq", tables.max_blocks_per_seq,
+          "must be >= 1");
+  expects(tables.row_stride >= tables.max_blocks_per_seq, "tables.row_stride", tables.row_stride,
+          "must be >= tables.max_blocks_per_seq");
+  const std::int64_t capacity =
+      static_cast<std::int64_t>(tables.max_blocks_per_seq) * cache.block_size;
+  expects(capacity <= INT32_MAX, "tables.max_blocks_per_seq * cache.block_size", capacity,
+          "must fit in int32");
+  expects(tables.max_context_len >= -1 && tables.max_context_len <= capacity,
+          "tables.max_context_len", tables.max_context_len,
+          "must be -1 (unknown) or in [0, max_blocks_per_seq * block_size]");
+  expects(std::isfinite(options.scale), "options.scale", options.scale, "must be finite");
+  expects(options.num_splits >= 0 && options.num_splits <= kMaxDecodeSplits, "options.num_splits",
+          options.num_splits, "must be in [0, 128] (0 = automatic)");
+  expects(options.num_sms >= 0, "options.num_sms", options.num_sms, "must be >= 0");
+}
+
+/// Split-KV plan. Splits only when batch x kv heads x head chunks underfills one wave of CTAs,
+/// then as many splits as fill it, each at least kMinSplitTokens of the longest context.
+template <class T>
+int plan_num_splits(int num_q_heads, const PagedKvCacheView<T>& cache, const BlockTableView& tables,
+                    const PagedDecodeOptions& options) {
+  if (options.num_splits > 0) return options.num_splits;
+  if (tables.num_seqs == 0) return 1;
+  const PagedDecodeKernelInfo<T> info = select_paged_decode_kernel<T>(cache.head_dim);
+  const int device = current_device();
+  const int sms = options.num_sms > 0 ? options.num_sms : device_sm_count(device);
+  const long long slots =
+      static_cast<long long>(sms) * cached_occupancy(info, cache.head_dim, device);
+  const int group = num_q_heads / cache.num_kv_heads;
+  const long long ctas = static_cast<long long>(tables.num_seqs) * cache.num_kv_heads *
+                         ((group + info.rows_per_cta - 1) / info.rows_per_cta);
+  if (ctas >= slots) return 1;
+  const long long max_ctx =
+      tables.max_context_len >= 0
+          ? tables.max_context_len
+          : static_cast<long long>(tables.max_blocks_per_seq) * cache.block_size;
+  const long long by_length = std::max(1LL, max_ctx / kMinSplitTokens);
+  return static_cast<int>(
+      std::min({slots / ctas, by_length, static_cast<long long>(kMaxDecodeSplits)}));
+}
+
+inline std::size_t align_up(std::size_t bytes, std::size_t alignment) {
+  return (bytes + alignment - 1) / alignment * alignment;
+}
+
+/// Workspace layout for `splits` > 1: partial outputs, then (256-byte aligned) partial LSEs.
+inline std::size_t partial_out_bytes(int num_seqs, int splits, int num_q_heads, int head_dim) {
+  return align_up(static_cast<std::size_t>(num_seqs) * splits * num_q_heads * head_dim * 4, 256);
+}
+inline std::size_t decode_workspace_bytes(int num_seqs, int splits, int num_q_heads, int head_dim) {
+  if (splits <= 1 || num_seqs == 0) return 0;
+  return partial_out_bytes(num_seqs, splits, num_q_heads, head_dim) +
+         align_up(static_cast<std::size_t>(num_seqs) * splits * num_q_heads * 4, 256);
+}
+
+}  // namespace detail
+
+/**
+ * @brief Split-KV factor paged_decode will use for these shapes (1 = no split).
+ * @throw InvalidArgument on invalid shapes (see paged_decode); CudaError if the device query fails.
+ */
+template <class T>
+int paged_decode_num_splits(int num_q_heads, const PagedKvCacheView<T>& cache,
+                            const BlockTableView& tables, const PagedDecodeOptions& options = {}) {
+  detail::validate_paged_decode_shapes(num_q_heads, cache, tables, options);
+  return detail::plan_num_splits(num_q_heads, cache, tables, options);
+}
+
+/**
+ * @brief Bytes of device workspace paged_decode needs for these shapes (0 when it does not
+ * split). Depends on the shapes, the options and the current device's SM count only, so a
+ * caller can size one buffer for its largest batch once.
+ * @throw InvalidArgument on invalid shapes; CudaError if the device query fails.
+ */
+template <class T>
+std::size_t paged_decode_workspace_bytes(int num_q_heads, const PagedKvCacheView<T>& cache,
+                                         const BlockTableView& tables,
+                                         const PagedDecodeOptions& options = {}) {
+  const int splits = paged_decode_num_splits(num_q_heads, cache, tables, options);
+  return detail::decode_workspace_bytes(tables.num_seqs, splits, num_q_heads, cache.head_dim);
+}
+
+/**
+ * @brief Decode attention: one query token per sequence over its paged KV cache.
+ *
+ * out[s][h] = softmax(scale * q[s][h] . K[s, kvh]^T) V[s, kvh] over tokens [0, context_lens[s])
+ * of sequence s, with kvh = h / (num_q_heads / num_kv_heads) (GQA / MQA). Accumulation is in
+ * float. A sequence with context length 0 gets out = 0 and lse = -inf.
+ *
+ * @param q [num_seqs, num_q_heads, head_dim] of T, device, 16-byte aligned.
+ * @param num_q_heads query heads, a multiple of cache.num_kv_heads.
+ * @param cache K/V caches; head_dim in {64, 128, 256}; k, v 16-byte aligned.
+ * @param tables block tables + context lengths (device); every block id a sequence uses must
+ *        be in [0, num_blocks) and every context length in [0, max_blocks_per_seq *
+ *        block_size]. These are device data, not read here: check them with
+ *        validate_block_tables, or build with RADIX_ATTENTION_KERNEL_BOUNDS_CHECK to trap.
+ * @param out [num_seqs, num_q_heads, head_dim] of T, device, 16-byte aligned.
+ * @param lse [num_seqs, num_q_heads] float natural-log log-sum-exp of the scaled scores, or
+ * nullptr.
+ * @param workspace device buffer of >= paged_decode_workspace_bytes(...) bytes, 16-byte aligned
+ *        (may be nullptr when that is 0). Never allocated here.
+ * @param workspace_bytes its size.
+ * @param stream stream to launch on (the split-KV merge follows on the same stream).
+ * @param options scale, split override, SM count override.
+ * @throw InvalidArgument on a null or misaligned pointer or invalid shapes; CapacityError if the
+ *        workspace is too small; CudaError if a CUDA call fails. Nothing is launched on a throw.
+ */
+template <class T>
+void paged_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
+                  const BlockTableView& tables, T* out, float* lse, void* workspace,
+                  std::size_t workspace_bytes, cudaStream_t stream,
+                  const PagedDecodeOptions& options = {}) {
+  static_assert(is_supported_dtype_v<T>, "paged_decode: T must be float, __half or __nv_bfloat16");
+  detail::validate_paged_decode_shapes(num_q_heads, cache, tables, options);
+  if (tables.num_seqs == 0) return;
+  auto aligned16 = [](const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; };
+  expects(q != nullptr, "q", "nullptr", "must be a device pointer");
+  expects(out != nullptr, "out", "nullptr", "must be a device pointer");
+  expects(cache.k != nullptr, "cache.k", "nullptr", "must be a device pointer");
+  expects(cache.v != nullptr, "cache.v", "nullptr", "must be a device pointer");
+  expects(tables.block_tables != nullptr, "tables.block_tables", "nullptr",
+          "must be a device pointer");
+  expects(tables.context_lens != nullptr, "tables.context_lens", "nullptr",
+          "must be a device pointer");
+  expects(aligned16(q), "q", static_cast<const void*>(q), "must be 16-byte aligned (vector loads)");
+  expects(aligned16(out), "out", static_cast<const void*>(out), "must be 16-byte aligned");
+  expects(aligned16(cache.k), "cache.k", static_cast<const void*>(cache.k),
+          "must be 16-byte aligned");
+  expects(aligned16(cache.v), "cache.v", static_cast<const void*>(cache.v),
+          "must be 16-byte aligned");
+  expects(reinterpret_cast<std::uintptr_t>(lse) % alignof(float) == 0, "lse",
+          static_cast<const void*>(lse), "must be float-aligned");
+
+  const int splits = detail::plan_num_splits(num_q_heads, cache, tables, options);
+  const std::size_t needed =
+      detail::decode_workspace_bytes(tables.num_seqs, splits, num_q_heads, cache.head_dim);
+  if (needed > 0) {
+    expects<CapacityError>(workspace_bytes >= needed, "workspace_bytes", workspace_bytes,
+                           "is smaller than paged_decode_workspace_bytes()");
+    expects(workspace != nullptr, "workspace", "nullptr", "must be a device buffer when splitting");
+    expects(aligned16(workspace), "workspace", workspace, "must be 16-byte aligned");
+  }
+
+  const detail::PagedDecodeKernelInfo<T> info =
+      detail::select_paged_decode_kernel<T>(cache.head_dim);
+  const int device = detail::current_device();
+  (void)detail::cached_occupancy(info, cache.head_dim, device);  // sets the smem attribute once
+
+  PagedDecodeParams<T> p{};
+  p.q = q;
+  p.k_cache = cache.k;
+  p.v_cache = cache.v;
+  p.block_tables = tables.block_tables;
+  p.context_lens = tables.context_lens;
+  p.out = out;
+  p.lse = lse;
+  p.block_table_stride = tables.row_stride;
+  p.num_blocks = cache.num_blocks;
+  p.block_size = cache.block_size;
+  p.max_blocks_per_seq = tables.max_blocks_per_seq;
+  p.num_q_heads = num_q_heads;
+  p.num_kv_heads = cache.num_kv_heads;
+  p.group_size = num_q_heads / cache.num_kv_heads;
+  p.head_chunks = (p.group_size + info.rows_per_cta - 1) / info.rows_per_cta;
+  p.num_splits = splits;
+  const float scale = options.scale != 0.f ? options.scale : 1.f / std::sqrt(float(cache.head_dim));
+  p.scale_log2 = scale * 1.4426950408889634f;
+  if (splits > 1) {
+    auto* base = static_cast<unsigned char*>(workspace);
+    p.partial_out = reinterpret_cast<float*>(base);
+    p.partial_lse = reinterpret_cast<float*>(
+        base + detail::partial_out_bytes(tables.num_seqs, splits, num_q_heads, cache.head_dim));
+  }
+  expects(static_cast<long long>(cache.num_kv_heads) * p.head_chunks <= 65535,
+          "cache.num_kv_heads * head chunks",
+          static_cast<long long>(cache.num_kv_heads) * p.head_chunks, "must be <= 65535 (grid.y)");
+
+  const dim3 grid(static_cast<unsigned>(splits),
+                  static_cast<unsigned>(cache.num_kv_heads * p.head_chunks),
+                  static_cast<unsigned>(tables.num_seqs));
+  info.kernel<<<grid, info.threads, info.smem_bytes, stream>>>(p);
+  RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+
+  if (splits > 1) {
+    MergeStatesParams<T> m{};
+    m.partial_out = p.partial_out;
+    m.partial_lse = p.partial_lse;
+    m.out = out;
+    m.lse_out = lse;
+    m.num_partials = tables.num_seqs * splits;
+    m.num_queries = tables.num_seqs;
+    m.num_heads = num_q_heads;
+    m.head_dim = cache.head_dim;
+    m.uniform_count = splits;  // partials of sequence s: [s * splits, (s + 1) * splits)
+    detail::launch_merge_states(m, stream);
+  }
+}
+
+}  // namespace radix_attention

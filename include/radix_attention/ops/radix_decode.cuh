@@ -1,0 +1,279 @@
+#pragma once
+/// @file
+/// Host launcher of radix (shared-prefix) decode attention: executes an uploaded RadixPlan
+/// (DeviceRadixPlan) with one radix kernel launch, then merge_states combines each query's
+/// partial states into its output row. Every argument is checked before anything is launched.
+
+#include <cuda_runtime_api.h>
+
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <type_traits>
+
+#include "radix_attention/core/cuda_check.cuh"
+#include "radix_attention/core/dtype.cuh"
+#include "radix_attention/core/error.hpp"
+#include "radix_attention/core/views.hpp"
+#include "radix_attention/kernels/detail/radix_device_plan.cuh"
+#include "radix_attention/kernels/radix_decode.cuh"
+#include "radix_attention/ops/merge_states.cuh"
+
+namespace radix_attention {
+
+/// @brief Options of radix_decode; the defaults are what a serving engine wants.
+struct RadixDecodeOptions {
+  float scale = 0.f;  ///< softmax scale; 0 means 1 / sqrt(head_dim)
+  /// Launch a fixed, persistent grid (SMs x resident CTAs) that reads the work count from the
+  /// plan on the device: the launch can then be captured in a CUDA graph and replayed for any
+  /// later plan that fits the DeviceRadixPlan's capacity (see DeviceRadixPlan::reserve).
+  bool fixed_grid = false;
+  /// When set, the plan's batch_fingerprint must equal it (else StateError): pass the current
+  /// batch's fingerprint to reject a plan built before the sequences changed.
+  std::optional<std::uint64_t> expected_batch_fingerprint;
+};
+
+namespace detail {
+
+/// A radix kernel instance and its launch shape.
+template <class T>
+struct RadixKernelInfo {
+  void (*kernel)(RadixKernelParams<T>);
+  int threads;
+  int smem_bytes;
+};
+
+/// THE dispatch point: (T, head_dim) -> kernel instance. Instantiated: {__half, __nv_bfloat16}
+/// x {64, 128, 256} on tensor cores; {float} x {64, 128, 256} on CUDA cores. The GQA group
+/// size is a runtime value (rows of a work item).
+template <class T>
+RadixKernelInfo<T> select_radix_kernel(int head_dim) {
+  auto make = [](auto d) -> RadixKernelInfo<T> {
+    constexpr int D = decltype(d)::value;
+    if constexpr (DTypeTraits<T>::is_16bit) {
+      using Tr = RadixMmaTraits<T, D>;
+      return {&radix_decode_mma_kernel<T, D>, Tr::kThreads, static_cast<int>(Tr::kSmemBytes)};
+    } else {
+      return {&radix_decode_simt_kernel<T, D>, RadixSimtTraits::kThreads, 0};
+    }
+  };
+  switch (head_dim) {
+    case 64:
+      return make(std::integral_constant<int, 64>{});
+    case 128:
+      return make(std::integral_constant<int, 128>{});
+    case 256:
+      return make(std::integral_constant<int, 256>{});
+    default:
+      break;
+  }
+  throw InvalidArgument(
+      concat("radix_attention: head_dim = ", head_dim, ": must be 64, 128 or 256"));
+}
+
+/// Raises the instance's shared-memory limit and returns its resident CTAs per SM x SMs,
+/// once per (instance, device).
+template <class T>
+int radix_grid_slots(const RadixKernelInfo<T>& info, int head_dim) {
+  constexpr int kDevices = 64;
+  static std::array<std::atomic<int>, 3 * kDevices> cache{};
+  int device = 0;
+  RADIX_ATTENTION_CUDA_CHECK(cudaGetDevice(&device));
+  const int index = (head_dim == 64 ? 0 : head_dim == 128 ? 1 : 2) * kDevices + device;
+  if (device < kDevices && cache[index].load(std::memory_order_relaxed) > 0) {
+    return cache[index].load(std::memory_order_relaxed);
+  }
+  if (info.smem_bytes > 48 * 1024) {
+    RADIX_ATTENTION_CUDA_CHECK(cudaFuncSetAttribute(
+        info.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, info.smem_bytes));
+  }
+  int ctas = 0;
+  RADIX_ATTENTION_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &ctas, info.kernel, info.threads, static_cast<std::size_t>(info.smem_bytes)));
+  expects_that<CudaError>(ctas >= 1, "radix_decode: kernel for head_dim ", head_dim,
+                          " does not fit on device ", device);
+  int sms = 0;
+  RADIX_ATTENTION_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int slots = ctas * sms;
+  if (device < kDevices) cache[index].store(slots, std::memory_order_relaxed);
+  return slots;
+}
+
+inline std::size_t radix_align256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+}  // namespace detail
+
+/**
+ * @brief Device workspace radix_decode needs for up to `max_partials` partial states:
+ * float outputs [max_partials, num_q_heads, head_dim], then (256-byte aligned) float LSEs
+ * [max_partials, num_q_heads]. Size it with the plan's capacity().partials.
+ * @throw InvalidArgument on negative sizes.
+ */
+inline std::size_t radix_decode_workspace_bytes(std::int64_t max_partials, int num_q_heads,
+                                                int head_dim) {
+  expects(max_partials >= 0, "max_partials", max_partials, "must be >= 0");
+  expects(num_q_heads >= 1, "num_q_heads", num_q_heads, "must be >= 1");
+  expects(head_dim >= 1, "head_dim", head_dim, "must be >= 1");
+  const auto rows = static_cast<std::size_t>(max_partials) * static_cast<std::size_t>(num_q_heads);
+  return detail::radix_align256(rows * static_cast<std::size_t>(head_dim) * sizeof(float)) +
+         detail::radix_align256(rows * sizeof(float));
+}
+
+/// @brief Workspace for `plan`'s capacity (what radix_decode checks against).
+inline std::size_t radix_decode_workspace_bytes(const DeviceRadixPlan& plan, int num_q_heads,
+                                                int head_dim) {
+  return radix_decode_workspace_bytes(plan.capacity().partials, num_q_heads, head_dim);
+}
+
+namespace detail {
+
+/// Checks everything that does not need the plan: shapes, pointers, alignment, scale.
+template <class T>
+void validate_radix_decode_args(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
+                                const BlockTableView& tables, const T* out, const float* lse,
+                                const RadixDecodeOptions& options) {
+  static_assert(is_supported_dtype_v<T>, "radix_decode: T must be float, __half or __nv_bfloat16");
+  auto aligned16 = [](const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; };
+  expects(cache.num_kv_heads >= 1, "cache.num_kv_heads", cache.num_kv_heads, "must be >= 1");
+  expects(num_q_heads >= 1, "num_q_heads", num_q_heads, "must be >= 1");
+  expects_that(num_q_heads % cache.num_kv_heads == 0, "num_q_heads = ", num_q_heads,
+               " must be a multiple of cache.num_kv_heads = ", cache.num_kv_heads);
+  expects(cache.head_dim == 64 || cache.head_dim == 128 || cache.head_dim == 256, "cache.head_dim",
+          cache.head_dim, "must be 64, 128 or 256");
+  expects(cache.block_size >= 1, "cache.block_size", cache.block_size, "must be >= 1");
+  expects(cache.num_blocks >= 1, "cache.num_blocks", cache.num_blocks, "must be >= 1");
+  expects(static_cast<std::int64_t>(cache.num_blocks) * cache.block_size <= INT32_MAX,
+          "cache.num_blocks * cache.block_size",
+          static_cast<std::int64_t>(cache.num_blocks) * cache.block_size,
+          "must fit in int32 (token slots are int32)");
+  expects(tables.num_seqs >= 0, "tables.num_seqs", tables.num_seqs, "must be >= 0");
+  expects(tables.max_blocks_per_seq >= 1, "tables.max_blocks_per_seq", tables.max_blocks_per_seq,
+          "must be >= 1");
+  expects(tables.row_stride >= tables.max_blocks_per_seq, "tables.row_stride", tables.row_stride,
+          "must be >= tables.max_blocks_per_seq");
+  expects(std::isfinite(options.scale) && options.scale >= 0.f, "options.scale", options.scale,
+          "must be finite and >= 0 (0 = 1 / sqrt(head_dim))");
+  if (tables.num_seqs == 0) return;
+  expects(q != nullptr, "q", "nullptr", "must be a device pointer");
+  expects(out != nullptr, "out", "nullptr", "must be a device pointer");
+  expects(cache.k != nullptr, "cache.k", "nullptr", "must be a device pointer");
+  expects(cache.v != nullptr, "cache.v", "nullptr", "must be a device pointer");
+  expects(tables.block_tables != nullptr, "tables.block_tables", "nullptr",
+          "must be a device pointer");
+  expects(aligned16(q), "q", static_cast<const void*>(q), "must be 16-byte aligned (vector loads)");
+  expects(aligned16(cache.k), "cache.k", static_cast<const void*>(cache.k),
+          "must be 16-byte aligned");
+  expects(aligned16(cache.v), "cache.v", static_cast<const void*>(cache.v),
+          "must be 16-byte aligned");
+  expects(reinterpret_cast<std::uintptr_t>(lse) % alignof(float) == 0, "lse",
+          static_cast<const void*>(lse), "must be float-aligned");
+}
+
+}  // namespace detail
+
+/**
+ * @brief Radix (shared-prefix) decode attention: executes `plan` over the paged KV cache.
+ *
+ * For every query s and head h: out[s][h] = softmax(scale * q[s][h] . K^T) V over tokens
+ * [0, context_lens[s]) of s, exactly as paged_decode computes it, but each chunk of the plan
+ * (a token range shared by several queries) is read from memory once for all its queries.
+ * A query with context length 0 gets out = 0 and lse = -inf.
+ *
+ * @param q [num_queries, num_q_heads, head_dim] of T, device, 16-byte aligned.
+ * @param num_q_heads query heads, a multiple of cache.num_kv_heads.
+ * @param cache K/V caches; head_dim in {64, 128, 256}.
+ * @param tables the batch's block tables (device; row q belongs to query q). Block ids are not
+ *        read here (see validate_block_tables); context_lens are not read by the kernel.
+ * @param plan plan uploaded for this batch (plan.num_queries == tables.num_seqs, group size
+ *        num_q_heads / num_kv_heads), on the same stream or one ordered before `stream`.
+ * @param out [num_queries, num_q_heads, head_dim] of T, device.
+ * @param lse [num_queries, num_q_heads] float natural-log LSE, or nullptr.
+ * @param workspace >= radix_decode_workspace_bytes(plan, num_q_heads, head_dim) bytes, 16-byte
+ *        aligned; never allocated here.
+ * @param workspace_bytes its size.
+ * @param stream stream of the radix kernel and of the merge that follows it.
+ * @param options scale, fixed grid, expected batch fingerprint.
+ * @throw InvalidArgument on null/misaligned pointers, bad shapes or a plan that does not match
+ *        the batch; StateError if the plan was never uploaded or its fingerprint is stale;
+ *        CapacityError if the workspace is too small; CudaError if a launch fails.
+ *        Nothing is launched on a throw.
+ */
+template <class T>
+void radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
+                  const BlockTableView& tables, const DeviceRadixPlan& plan, T* out, float* lse,
+                  void* workspace, std::size_t workspace_bytes, cudaStream_t stream,
+                  const RadixDecodeOptions& options = {}) {
+  detail::validate_radix_decode_args(q, num_q_heads, cache, tables, out, lse, options);
+  expects<StateError>(plan.uploaded(), "plan", "not uploaded",
+                      "upload a RadixPlan (DeviceRadixPlan::upload) before radix_decode");
+  const int group = num_q_heads / cache.num_kv_heads;
+  expects(plan.num_queries() == tables.num_seqs, "plan.num_queries()", plan.num_queries(),
+          "must equal tables.num_seqs (the plan was built for another batch)");
+  expects(plan.group_size() == group, "plan.group_size()", plan.group_size(),
+          "must equal num_q_heads / cache.num_kv_heads");
+  const std::int64_t capacity =
+      static_cast<std::int64_t>(tables.max_blocks_per_seq) * cache.block_size;
+  expects(plan.summary().max_token_end <= capacity, "plan chunk_token_end",
+          plan.summary().max_token_end,
+          "exceeds tables.max_blocks_per_seq * cache.block_size (block-table rows too short)");
+  if (options.expected_batch_fingerprint.has_value()) {
+    expects<StateError>(plan.batch_fingerprint() == *options.expected_batch_fingerprint,
+                        "plan.batch_fingerprint()", plan.batch_fingerprint(),
+                        "differs from the batch's: the plan is stale, rebuild and upload it");
+  }
+  if (tables.num_seqs == 0) return;
+  const std::size_t needed = radix_decode_workspace_bytes(plan, num_q_heads, cache.head_dim);
+  expects<CapacityError>(workspace_bytes >= needed, "workspace_bytes", workspace_bytes,
+                         "is smaller than radix_decode_workspace_bytes(plan, ...)");
+  expects(workspace != nullptr || needed == 0, "workspace", "nullptr", "must be a device buffer");
+  expects(reinterpret_cast<std::uintptr_t>(workspace) % 16 == 0, "workspace", workspace,
+          "must be 16-byte aligned");
+
+  const detail::RadixKernelInfo<T> info = detail::select_radix_kernel<T>(cache.head_dim);
+  const int slots = detail::radix_grid_slots(info, cache.head_dim);
+
+  detail::RadixKernelParams<T> p{};
+  p.q = q;
+  p.k_cache = cache.k;
+  p.v_cache = cache.v;
+  p.block_tables = tables.block_tables;
+  p.block_table_stride = tables.row_stride;
+  auto* base = static_cast<unsigned char*>(workspace);
+  const auto rows = static_cast<std::size_t>(plan.capacity().partials) * num_q_heads;
+  p.partial_out = reinterpret_cast<float*>(base);
+  p.partial_lse = reinterpret_cast<float*>(
+      base +
+      detail::radix_align256(rows * static_cast<std::size_t>(cache.head_dim) * sizeof(float)));
+  p.plan = plan.view();
+  p.num_q_heads = num_q_heads;
+  p.num_kv_heads = cache.num_kv_heads;
+  p.group_size = group;
+  p.block_size = cache.block_size;
+  const float scale =
+      options.scale != 0.f ? options.scale : 1.f / std::sqrt(static_cast<float>(cache.head_dim));
+  p.scale_log2 = scale * 1.4426950408889634f;
+
+  const std::int64_t work =
+      static_cast<std::int64_t>(plan.summary().num_items) * cache.num_kv_heads;
+  expects(work <= INT32_MAX, "work items x num_kv_heads", work, "must fit in int32");
+  unsigned grid = 0;
+  if (options.fixed_grid) {
+    p.total_work = -1;
+    grid = static_cast<unsigned>(slots);
+  } else {
+    p.total_work = static_cast<int>(work);
+    grid = static_cast<unsigned>(work);
+  }
+  if (grid > 0) {
+    info.kernel<<<grid, info.threads, info.smem_bytes, stream>>>(p);
+    RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+  }
+  merge_states<T>(p.partial_out, p.partial_lse, plan.num_partials(), num_q_heads, cache.head_dim,
+                  plan.query_partial_indptr(), plan.query_partials(), plan.num_queries(), out, lse,
+                  stream);
+}
+
+}  // namespace radix_attention
