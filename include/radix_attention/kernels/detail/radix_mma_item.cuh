@@ -133,10 +133,22 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
   for (int f = 0; f < kOFrags; ++f) o[f][0] = o[f][1] = o[f][2] = o[f][3] = 0.f;
   float m[2] = {-INFINITY, -INFINITY};
   float l[2] = {0.f, 0.f};
+  // Fragment addresses. Row r of a swizzled tile keeps 16-byte chunk c at c ^ (r & 7); every
+  // lane's rows are = its ldmatrix row (mr) mod 8, and chunk 2d + b (b in {0, 1}) equals
+  // 2d ^ b, so the physical chunk is 2d ^ (b ^ mr): one lane constant XOR a compile-time step.
+  constexpr unsigned kRowBytes = HEAD_DIM * sizeof(T);
+  const unsigned q_addr = smem_addr(sm.q) + (wm * 16 + (mi % 2) * 8 + mr) * kRowBytes;
+  const unsigned q_x = (mi / 2) ^ mr;
+  const unsigned k_lane = (wn * kWarpTokens + (mi / 2) * 8 + mr) * kRowBytes;
+  const unsigned k_x = (mi % 2) ^ mr;
+  const unsigned v_lane = (wn * kWarpTokens + (mi % 2) * 8 + mr) * kRowBytes;
+  const unsigned v_x = (mi / 2) ^ mr;
+  const unsigned kv_addr = smem_addr(sm.kv);
+  constexpr unsigned kStageBytes = 2 * Traits::kTileElems * sizeof(T);
+
   unsigned qf[Traits::kQInRegisters ? kKSteps : 1][4];
-  const T* q_warp = sm.q + wm * 16 * HEAD_DIM;
   auto load_q_frag = [&](unsigned(&a)[4], int d) {
-    ldmatrix_x4(a, q_warp + swizzled_offset<T, HEAD_DIM>((mi % 2) * 8 + mr, d * 2 + mi / 2));
+    radix_ldmatrix_x4(a, q_addr + ((2 * d) ^ q_x) * 16);
   };
 
   for (int n = 0; n < num_tiles; ++n) {
@@ -165,8 +177,8 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
     }
 
     const int stage = n % kStages;
-    const T* k_tile = sm.k_stage(stage);
-    const T* v_tile = sm.v_stage(stage);
+    const unsigned k_addr = kv_addr + stage * kStageBytes + k_lane;
+    const unsigned v_addr = kv_addr + stage * kStageBytes + kStageBytes / 2 + v_lane;
     const int warp_row0 = wn * kWarpTokens;  // first tile row (token) of this warp
 
     // S = Q K^T for this warp's 16 rows x kWarpTokens tokens.
@@ -177,8 +189,7 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
 #pragma unroll
       for (int kt = 0; kt < kWarpTokens / 16; ++kt) {
         unsigned b[4];
-        ldmatrix_x4(b, k_tile + swizzled_offset<T, HEAD_DIM>(
-                                    warp_row0 + kt * 16 + (mi / 2) * 8 + mr, d * 2 + (mi % 2)));
+        radix_ldmatrix_x4(b, k_addr + kt * 16 * kRowBytes + ((2 * d) ^ k_x) * 16);
         mma_m16n8k16<T>(s[2 * kt], a, b[0], b[1]);
         mma_m16n8k16<T>(s[2 * kt + 1], a, b[2], b[3]);
       }
@@ -245,9 +256,7 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
 #pragma unroll
       for (int dn = 0; dn < HEAD_DIM / 16; ++dn) {
         unsigned b[4];
-        ldmatrix_x4_trans(
-            b, v_tile + swizzled_offset<T, HEAD_DIM>(warp_row0 + kt * 16 + (mi % 2) * 8 + mr,
-                                                     dn * 2 + mi / 2));
+        radix_ldmatrix_x4_trans(b, v_addr + kt * 16 * kRowBytes + ((2 * dn) ^ v_x) * 16);
         mma_m16n8k16<T>(o[2 * dn], a, b[0], b[1]);
         mma_m16n8k16<T>(o[2 * dn + 1], a, b[2], b[3]);
       }
