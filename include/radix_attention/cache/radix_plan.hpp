@@ -41,10 +41,10 @@ struct RadixPlan {
   std::vector<std::int32_t> chunk_row;
   std::vector<std::int32_t> chunk_token_begin;
   std::vector<std::int32_t> chunk_token_end;
-  std::vector<std::int32_t> chunk_query_indptr{0};  ///< num_chunks + 1
-  std::vector<std::int32_t> chunk_queries;          ///< num_partials
-  std::vector<std::int32_t> query_partial_indptr;   ///< num_queries + 1
-  std::vector<std::int32_t> query_partials;         ///< num_partials
+  std::vector<std::int32_t> chunk_query_indptr{0};    ///< num_chunks + 1
+  std::vector<std::int32_t> chunk_queries;            ///< num_partials
+  std::vector<std::int32_t> query_partial_indptr{0};  ///< num_queries + 1
+  std::vector<std::int32_t> query_partials;           ///< num_partials
   /// Segment of each chunk (chunks of one segment are consecutive); for statistics and tests.
   std::vector<std::int32_t> chunk_segment;
   std::int32_t num_segments = 0;
