@@ -59,12 +59,16 @@ inline PrefixMatch RadixTree::match_prefix(const TokenId* tokens, std::size_t nu
 
 // Checks that the caller holds a reference on every block it passes (so consuming it is legal)
 // and that newly cached blocks (positions >= cached_prefix) are not cached already, so the tree
-// holds each block once. Strong guarantee: scratch_ is restored before returning or throwing.
+// holds each block once. The loops only compare; messages are built on failure only (this runs
+// for every block of every insert). scratch_ is restored before returning or throwing.
 inline void RadixTree::check_insert_blocks(const BlockId* blocks, std::size_t num_blocks,
                                            std::size_t cached_prefix) const {
+  const BlockAllocator& alloc = *allocator_;
   for (std::size_t i = 0; i < num_blocks; ++i) {
-    expects(allocator_->contains(blocks[i]) && allocator_->ref_count(blocks[i]) > 0, "blocks[i]",
-            blocks[i], "is not a block held in the allocator (foreign or free)");
+    if (!alloc.contains(blocks[i]) || alloc.ref_count(blocks[i]) == 0) {
+      expects(false, "blocks[i]", blocks[i],
+              "is not a block held in the allocator (foreign or free)");
+    }
   }
   struct Restore {
     const BlockId* blocks;
@@ -78,13 +82,15 @@ inline void RadixTree::check_insert_blocks(const BlockId* blocks, std::size_t nu
   for (std::size_t i = 0; i < num_blocks; ++i) {
     const auto b = static_cast<std::size_t>(blocks[i]);
     const std::int32_t tree_ref = tree_refs_[b];
-    expects(allocator_->ref_count(blocks[i]) >= tree_ref + scratch_[b], "blocks[i]", blocks[i],
-            "has fewer allocator references than the caller passes plus the tree's own (the "
-            "caller does not hold it)");
-    if (i >= cached_prefix) {
+    if (alloc.ref_count(blocks[i]) < tree_ref + scratch_[b]) {
+      expects(false, "blocks[i]", blocks[i],
+              "has fewer allocator references than the caller passes plus the tree's own (the "
+              "caller does not hold it)");
+    }
+    if (i >= cached_prefix && (tree_ref != 0 || scratch_[b] != 1)) {
       expects(tree_ref == 0, "blocks[i]", blocks[i],
               "is already cached at another position of the tree");
-      expects(scratch_[b] == 1, "blocks[i]", blocks[i],
+      expects(false, "blocks[i]", blocks[i],
               "is listed more than once (a block is cached at one position only)");
     }
   }
@@ -126,7 +132,6 @@ inline InsertResult RadixTree::insert(const TokenId* tokens, std::size_t num_tok
   check_insert_blocks(blocks, num_blocks, cached_prefix);
 
   // Everything is valid: change the tree.
-  index_.reserve(index_.size() + 2);  // rehash (may throw) before anything changes
   if (split_node != detail::kNoNode) node = split(split_node, split_at);
   if (pos < num_blocks) {
     const NodeIndex leaf = new_node();
@@ -134,17 +139,17 @@ inline InsertResult RadixTree::insert(const TokenId* tokens, std::size_t num_tok
       detail::RadixNode& l = node_ref(leaf);
       l.tokens.assign(tokens + pos * bs, tokens + num_tokens);
       l.blocks.assign(blocks + pos, blocks + num_blocks);
+      l.ns = ns;
+      l.key_hash = detail::child_key_hash(node, ns, l.tokens.data(), block_size_);
+      index_insert(leaf);  // strong guarantee of try_emplace: the last step that may throw
     } catch (...) {
       free_node(leaf);
       throw;
     }
     detail::RadixNode& l = node_ref(leaf);
-    l.ns = ns;
     l.start_token = static_cast<std::int32_t>(pos * bs);
-    l.key_hash = detail::child_key_hash(node, ns, l.tokens.data(), block_size_);
     if (is_candidate(node)) policy_->remove(node);  // gains a child
     link_child(node, leaf);
-    index_insert(leaf);
     for (BlockId b : l.blocks) tree_refs_[static_cast<std::size_t>(b)] = 1;
     cached_blocks_ += static_cast<std::int32_t>(l.blocks.size());
     node = leaf;

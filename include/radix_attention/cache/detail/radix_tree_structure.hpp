@@ -86,6 +86,7 @@ inline void RadixTree::free_node(NodeIndex i) {
 
 inline void RadixTree::index_insert(NodeIndex i) {
   detail::RadixNode& n = node_ref(i);
+  // A slot may exist already, empty (kNoNode) when split() created it in advance.
   auto [it, inserted] = index_.try_emplace(n.key_hash, i);
   n.hash_next = inserted ? detail::kNoNode : it->second;
   it->second = i;
@@ -137,21 +138,24 @@ inline void RadixTree::unlink_child(NodeIndex child) {
 // Splits `node`'s edge after `keep_blocks` blocks: a new node takes the upper part and `node`
 // keeps the lower part, so handles to `node` (locks included) still end at the same token. The
 // new node inherits lock count and LRU time: every lock or access of `node` went through it.
+// Everything that can throw (node slot, edge copies, index entry) happens before any link changes.
 inline detail::NodeIndex RadixTree::split(NodeIndex node, std::size_t keep_blocks) {
   const std::size_t keep_tokens = keep_blocks * static_cast<std::size_t>(block_size_);
-  index_.reserve(index_.size() + 1);  // rehash (may throw) before anything changes
   const NodeIndex mid = new_node();
   try {
     detail::RadixNode& m = node_ref(mid);
     const detail::RadixNode& n = node_ref(node);
     m.tokens.assign(n.tokens.begin(), n.tokens.begin() + static_cast<std::ptrdiff_t>(keep_tokens));
     m.blocks.assign(n.blocks.begin(), n.blocks.begin() + static_cast<std::ptrdiff_t>(keep_blocks));
+    m.key_hash = detail::child_key_hash(mid, n.ns, n.tokens.data() + keep_tokens, block_size_);
+    index_.try_emplace(m.key_hash, detail::kNoNode);  // the lower part's slot, filled below
   } catch (...) {
     free_node(mid);
     throw;
   }
   detail::RadixNode& m = node_ref(mid);
   detail::RadixNode& n = node_ref(node);
+  const std::uint64_t lower_hash = m.key_hash;
   m.ns = n.ns;
   m.start_token = n.start_token;
   m.lock_count = n.lock_count;
@@ -174,11 +178,11 @@ inline detail::NodeIndex RadixTree::split(NodeIndex node, std::size_t keep_block
   n.tokens.erase(n.tokens.begin(), n.tokens.begin() + static_cast<std::ptrdiff_t>(keep_tokens));
   n.blocks.erase(n.blocks.begin(), n.blocks.begin() + static_cast<std::ptrdiff_t>(keep_blocks));
   n.start_token += static_cast<std::int32_t>(keep_tokens);
-  n.key_hash = detail::child_key_hash(mid, n.ns, n.tokens.data(), block_size_);
+  n.key_hash = lower_hash;
   m.num_children = 0;
   m.first_child = detail::kNoNode;
   link_child(mid, node);
-  index_insert(node);
+  index_insert(node);  // the entry exists already: no allocation
   return mid;
 }
 
