@@ -3,6 +3,8 @@
 // Each timed iteration is one launch bracketed by CUDA events; counters report the median.
 //
 //   ./paged_decode_bench --benchmark_counters_tabular=true
+//
+// RADIX_ATTENTION_BENCH_SPLITS=<n> in the environment forces the split-KV factor (tuning only).
 
 #include <benchmark/benchmark.h>
 #include <cuda_bf16.h>
@@ -10,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <numeric>
 #include <random>
 #include <string>
@@ -160,14 +163,19 @@ void BM_paged_decode(benchmark::State& state, int num_seqs, int ctx, int block_s
 
   PagedKvCacheView<bf16> cache{k.ptr, v.ptr, num_blocks, block_size, kKvHeads, kHeadDim};
   BlockTableView tables{d_table.ptr, d_lens.ptr, num_seqs, blocks_per_seq, blocks_per_seq, ctx};
+  radix_attention::PagedDecodeOptions options;
+  if (const char* splits = std::getenv("RADIX_ATTENTION_BENCH_SPLITS")) {
+    options.num_splits = std::atoi(splits);
+  }
   const std::size_t ws_bytes =
-      radix_attention::paged_decode_workspace_bytes(kQHeads, cache, tables);
+      radix_attention::paged_decode_workspace_bytes(kQHeads, cache, tables, options);
   DeviceArray<unsigned char> ws(std::max<std::size_t>(ws_bytes, 16));
-  state.counters["splits"] = radix_attention::paged_decode_num_splits(kQHeads, cache, tables);
+  state.counters["splits"] =
+      radix_attention::paged_decode_num_splits(kQHeads, cache, tables, options);
   const double bytes = 2.0 * double(num_seqs) * ctx * kKvHeads * kHeadDim * sizeof(bf16);
   timed_loop(state, bytes, [&] {
     radix_attention::paged_decode(q.ptr, kQHeads, cache, tables, out.ptr, lse.ptr, ws.ptr, ws_bytes,
-                                  nullptr);
+                                  nullptr, options);
   });
 }
 

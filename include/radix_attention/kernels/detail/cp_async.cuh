@@ -5,6 +5,11 @@
 
 #include <cstdint>
 
+/// L2 prefetch size hint of the KV copies (0 = none, 128 or 256 bytes).
+#ifndef RADIX_ATTENTION_CP_ASYNC_L2_PREFETCH
+#define RADIX_ATTENTION_CP_ASYNC_L2_PREFETCH 0
+#endif
+
 namespace radix_attention::detail {
 
 /// Shared-memory address as the 32-bit value the PTX instructions take.
@@ -16,9 +21,21 @@ __device__ __forceinline__ unsigned smem_addr(const void* ptr) {
 /// (src-size 0 reads nothing), so masked rows hold finite values and never poison a product.
 __device__ __forceinline__ void cp_async_16_zfill(void* dst, const void* src, bool valid) {
   const int src_bytes = valid ? 16 : 0;
+#if RADIX_ATTENTION_CP_ASYNC_L2_PREFETCH == 256
+  // K/V rows are 128..512 contiguous bytes: asking L2 for the whole 256-byte span at the first
+  // miss turns a row's 16-byte requests into one DRAM burst.
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)),
+               "l"(src), "r"(src_bytes)
+               : "memory");
+#elif RADIX_ATTENTION_CP_ASYNC_L2_PREFETCH == 128
+  asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)),
+               "l"(src), "r"(src_bytes)
+               : "memory");
+#else
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
                "r"(src_bytes)
                : "memory");
+#endif
 }
 
 __device__ __forceinline__ void cp_async_commit() {

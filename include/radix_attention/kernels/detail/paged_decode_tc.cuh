@@ -17,6 +17,11 @@
 #include "radix_attention/kernels/detail/mma.cuh"
 #include "radix_attention/kernels/detail/paged_decode_common.cuh"
 
+// Tuning knob (pipeline depth at head_dim 128), overridable for experiments only.
+#ifndef RADIX_ATTENTION_DECODE_TC_STAGES_128
+#define RADIX_ATTENTION_DECODE_TC_STAGES_128 3
+#endif
+
 namespace radix_attention::detail {
 
 /// Compile-time configuration of the tensor-core decode kernel for element type T, head_dim D.
@@ -31,7 +36,8 @@ struct PagedDecodeTcTraits {
   static constexpr int kChunks = D / 8;  // 16-byte chunks per K/V row
   // Enough bytes in flight per SM to cover DRAM latency with 2 CTAs/SM at D <= 128 (96 KB each)
   // and 1 CTA/SM at D = 256 (128 KB); more stages would only lower occupancy.
-  static constexpr int kStages = D >= 256 ? 2 : (D >= 128 ? 3 : 4);
+  static constexpr int kStages =
+      D >= 256 ? 2 : (D >= 128 ? RADIX_ATTENTION_DECODE_TC_STAGES_128 : 4);
   static constexpr int kTileElems = kTileTokens * D;
   static constexpr int kStageBytes = 2 * kTileElems * static_cast<int>(sizeof(T));
   static constexpr int kSlotRing = kStages + 1;  // slots of tiles i .. i + kStages
@@ -72,11 +78,25 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D>::kThreads)
   const int head0 = kv_head * p.group_size + chunk * Tr::kRows;
   const int rows = min(Tr::kRows, p.group_size - chunk * Tr::kRows);
 
+  const std::int32_t* table_row =
+      p.block_tables + static_cast<long long>(seq) * p.block_table_stride;
+  // Without split-KV a CTA starts at token 0, so the block ids of its first tiles can be read
+  // before the context length arrives (bounded by the row's capacity, masked when published):
+  // one dependent memory round trip less at every CTA's start.
+  int first_blocks[S + 1];
+  const bool speculate = p.num_splits == 1;
+  if (speculate) {
+    const int capacity = p.max_blocks_per_seq * p.block_size;
+#pragma unroll
+    for (int t = 0; t <= S; ++t) {
+      const int token = t * TK + tid;
+      first_blocks[t] =
+          (tid < TK && token < capacity) ? __ldg(table_row + token / p.block_size) : -1;
+    }
+  }
   int begin, end;
   split_range(context_length(p, seq), split, p.num_splits, TK, begin, end);
   const int num_tiles = (end - begin + TK - 1) / TK;
-  const std::int32_t* table_row =
-      p.block_tables + static_cast<long long>(seq) * p.block_table_stride;
 
   // Threads 0..TK-1 own token `tid` of every tile: its block id is loaded one tile before its
   // slot is published to the ring, and the ring entry one tile before the copies use it.
@@ -87,7 +107,7 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D>::kThreads)
   auto publish_slot = [&](int tile, int block) {
     if (tid < TK) {
       const int token = begin + tile * TK + tid;
-      slot_ring[(tile % Tr::kSlotRing) * TK + tid] = block < 0 ? -1 : token_slot(p, block, token);
+      slot_ring[(tile % Tr::kSlotRing) * TK + tid] = token < end ? token_slot(p, block, token) : -1;
     }
   };
   auto issue_tile = [&](int tile) {
@@ -119,8 +139,13 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D>::kThreads)
     }
     *reinterpret_cast<uint4*>(q_smem + swz<D>(r, c)) = val;
   }
-  for (int t = 0; t < S; ++t) publish_slot(t, load_block(t));
-  int next_block = load_block(S);
+  if (!speculate) {
+#pragma unroll
+    for (int t = 0; t <= S; ++t) first_blocks[t] = load_block(t);
+  }
+#pragma unroll
+  for (int t = 0; t < S; ++t) publish_slot(t, first_blocks[t]);
+  int next_block = first_blocks[S];
   __syncthreads();
   for (int t = 0; t < S - 1; ++t) issue_tile(t);
 
