@@ -7,8 +7,8 @@
 /// path-compressed trie over the rows' full-block id sequences reproduces the radix tree's paths
 /// that the batch uses: a node is a block range [begin_block, end_block) identical in every query
 /// of its query set. Nodes are built by MSD partitioning of one query permutation, so each node's
-/// queries are a contiguous, ascending range of `order`, and nodes come in pre-order (a parent
-/// before its children). Cost: O(used blocks + sum of k log k over branching nodes).
+/// queries are a contiguous range of `order`, and nodes come in pre-order (a parent before its
+/// children). Cost: O(used blocks + sum of k log k over branching nodes).
 
 #include <algorithm>
 #include <cstddef>
@@ -93,19 +93,16 @@ void build_block_trie(const View& batch, BlockTrie& trie) {
     const Pending g = stack.back();
     stack.pop_back();
     const std::int32_t* lead = row(trie.order[static_cast<std::size_t>(g.lo)]);
-    std::int32_t end = g.depth + 1;
-    if (g.hi - g.lo == 1) {
-      end = full(trie.order[static_cast<std::size_t>(g.lo)]);
-    } else {
-      // Extend while every query still has a full block here and all agree on its id.
-      for (;; ++end) {
-        bool same = true;
-        for (std::int32_t i = g.lo; i < g.hi && same; ++i) {
-          const std::int32_t q = trie.order[static_cast<std::size_t>(i)];
-          same = full(q) > end && row(q)[end] == lead[end];
-        }
-        if (!same) break;
-      }
+    // The node ends where the first query stops agreeing with the lead query (or runs out of
+    // full blocks): the group's longest common prefix, one contiguous row scan per query.
+    std::int32_t end = full(trie.order[static_cast<std::size_t>(g.lo)]);
+    for (std::int32_t i = g.lo + 1; i < g.hi; ++i) {
+      const std::int32_t q = trie.order[static_cast<std::size_t>(i)];
+      const std::int32_t limit = std::min(end, full(q));
+      const std::int32_t* r = row(q);
+      std::int32_t e = g.depth + 1;  // the group agrees on block `depth` by construction
+      while (e < limit && r[e] == lead[e]) ++e;
+      end = e;
     }
     const auto id = static_cast<std::int32_t>(trie.nodes.size());
     trie.nodes.push_back({g.depth, end, g.lo, g.hi, g.parent});
