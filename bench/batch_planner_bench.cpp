@@ -19,7 +19,7 @@ struct Tables {
   std::int32_t stride = 0;
   std::vector<std::int32_t> table;
   std::vector<std::int32_t> lens;
-  ra::BlockTableView view() const {
+  ra::HostBlockTableView view() const {
     return {block_size, num_seqs, stride, table.data(), lens.data()};
   }
 };
@@ -53,7 +53,7 @@ Tables make_batch(std::int32_t groups, std::int32_t per_group, std::int32_t glob
 }
 
 void run_plan(benchmark::State& state, const Tables& t) {
-  const ra::BlockTableView v = t.view();
+  const ra::HostBlockTableView v = t.view();
   std::int64_t partials = 0;
   for (auto _ : state) {
     ra::RadixPlan plan = ra::plan(v);

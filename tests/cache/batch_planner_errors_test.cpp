@@ -36,7 +36,7 @@ Batch two_rows() {
 
 TEST(BatchPlannerErrors, InvalidOptions) {
   Batch b = two_rows();
-  const ra::BlockTableView v = b.view();
+  const ra::HostBlockTableView v = b.view();
   const std::vector<std::pair<std::function<void(ra::PlannerOptions&)>, const char*>> cases = {
       {[](ra::PlannerOptions& o) { o.num_kv_heads = 0; }, "options.num_kv_heads = 0"},
       {[](ra::PlannerOptions& o) { o.num_q_heads = 12; }, "options.num_q_heads = 12"},
@@ -66,16 +66,16 @@ TEST(BatchPlannerErrors, InvalidOptions) {
 
 TEST(BatchPlannerErrors, InconsistentBatchNothingChanged) {
   Batch b = two_rows();
-  ra::BlockTableView v = b.view();
+  ra::HostBlockTableView v = b.view();
   const std::vector<std::int32_t> table_before = b.table;
   const std::vector<std::int32_t> lens_before = b.context_lens;
   ra::PlanStats stats;
   stats.num_trie_nodes = 12345;  // a failed call must not touch it
-  const auto fails = [&](ra::BlockTableView bad, const std::string& needle) {
+  const auto fails = [&](ra::HostBlockTableView bad, const std::string& needle) {
     expect_error<ra::InvalidArgument>([&] { ra::plan(bad, {}, &stats); }, needle);
     expect_error<ra::InvalidArgument>([&] { ra::fingerprint_batch(bad); }, needle);
   };
-  ra::BlockTableView bad = v;
+  ra::HostBlockTableView bad = v;
   bad.block_size = 0;
   fails(bad, "batch.block_size = 0");
   bad = v;

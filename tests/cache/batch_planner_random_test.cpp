@@ -75,8 +75,8 @@ Forest random_forest(std::mt19937& rng, std::int32_t max_nodes, std::int32_t max
 }
 
 // View with junk (valid-looking block ids) past each row's used entries: never read.
-ra::BlockTableView padded_view(Forest& f, std::mt19937& rng) {
-  ra::BlockTableView v = f.batch.view();
+ra::HostBlockTableView padded_view(Forest& f, std::mt19937& rng) {
+  ra::HostBlockTableView v = f.batch.view();
   if (f.pad == 0) return v;
   const std::int32_t stride = v.max_blocks_per_seq + f.pad;
   std::vector<std::int32_t> wide(static_cast<std::size_t>(v.num_seqs) *
@@ -137,7 +137,7 @@ TEST(BatchPlannerRandom, PlansSatisfyKernelInvariants) {
     SCOPED_TRACE(iter);
     Forest f = random_forest(rng, 10, 40);
     const ra::PlannerOptions o = random_options(rng);
-    const ra::BlockTableView v = padded_view(f, rng);
+    const ra::HostBlockTableView v = padded_view(f, rng);
     ra::PlanStats stats;
     const ra::RadixPlan plan = ra::plan(v, o, &stats);
     ASSERT_NO_THROW(ra::check_plan_for_batch(plan, v));
@@ -158,11 +158,19 @@ TEST(BatchPlannerRandom, PlansSatisfyKernelInvariants) {
     for (std::int32_t c = 0; c < plan.num_chunks(); ++c) {
       const std::int32_t len = plan.chunk_token_end[c] - plan.chunk_token_begin[c];
       const auto& seg = segs[static_cast<std::size_t>(plan.chunk_segment[c])];
-      if (o.max_chunk_tokens > 0) ASSERT_LE(len, o.max_chunk_tokens);
-      if (seg.num_chunks > 1 && o.max_chunk_tokens == 0) ASSERT_GE(len, o.min_chunk_tokens);
-      if (plan.chunk_token_end[c] != seg.end) ASSERT_EQ(len % align, 0) << "chunk " << c;
+      if (o.max_chunk_tokens > 0) {
+        ASSERT_LE(len, o.max_chunk_tokens);
+      }
+      if (seg.num_chunks > 1 && o.max_chunk_tokens == 0) {
+        ASSERT_GE(len, o.min_chunk_tokens);
+      }
+      if (plan.chunk_token_end[c] != seg.end) {
+        ASSERT_EQ(len % align, 0) << "chunk " << c;
+      }
     }
-    if (!o.enable_sharing) ASSERT_TRUE(planner_test::shared_segments(plan).empty());
+    if (!o.enable_sharing) {
+      ASSERT_TRUE(planner_test::shared_segments(plan).empty());
+    }
 
     // The modelled cost is the plan's cost; sharing is never modelled as worse than none.
     bool merges = false;
@@ -203,7 +211,7 @@ TEST(BatchPlannerRandom, SharingDecisionIsOptimal) {
     o.segment_overhead_bytes = overheads[rng() % 3];
     o.num_q_heads = 8 * (1 + static_cast<std::int32_t>(rng() % 4));
     o.num_kv_heads = 8;
-    const ra::BlockTableView v = f.batch.view();
+    const ra::HostBlockTableView v = f.batch.view();
     ra::detail::BlockTrie trie;
     ra::detail::build_block_trie(v, trie);
     std::vector<std::size_t> candidates;

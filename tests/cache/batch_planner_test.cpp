@@ -169,7 +169,7 @@ TEST(BatchPlanner, ContextZeroAndOne) {
   expect_plan_invariants(p2, empty);
   EXPECT_EQ(p2.num_chunks(), 0);
   EXPECT_EQ(p2.num_segments, 0);
-  const ra::RadixPlan p3 = ra::plan(ra::BlockTableView{16, 0, 0, nullptr, nullptr});
+  const ra::RadixPlan p3 = ra::plan(ra::HostBlockTableView{16, 0, 0, nullptr, nullptr});
   EXPECT_EQ(p3.num_queries, 0);
   EXPECT_EQ(p3.query_partial_indptr, std::vector<std::int32_t>{0});
 }

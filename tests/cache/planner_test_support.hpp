@@ -30,7 +30,7 @@ struct Batch {
     rows.push_back(std::move(blocks));
     context_lens.push_back(len);
   }
-  ra::BlockTableView view() {
+  ra::HostBlockTableView view() {
     stride = 1;
     for (const auto& r : rows) stride = std::max(stride, static_cast<std::int32_t>(r.size()));
     table.assign(rows.size() * static_cast<std::size_t>(stride), -1);
@@ -101,7 +101,7 @@ inline std::vector<Segment> shared_segments(const ra::RadixPlan& plan) {
 // (3) a chunk serving >= 2 queries covers only full blocks of each of them;
 // plus the library's own validate_radix_plan / check_plan_for_batch.
 inline void expect_plan_invariants(const ra::RadixPlan& plan, Batch& batch) {
-  const ra::BlockTableView view = batch.view();
+  const ra::HostBlockTableView view = batch.view();
   ASSERT_NO_THROW(ra::validate_radix_plan(plan, batch.context_lens));
   ASSERT_NO_THROW(ra::check_plan_for_batch(plan, view));
   ASSERT_EQ(plan.num_queries, view.num_seqs);

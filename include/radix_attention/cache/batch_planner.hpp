@@ -33,11 +33,12 @@
 namespace radix_attention {
 
 /**
- * @brief A batch's block tables as raw arrays (e.g. over BlockTables, or an engine's own
- * arrays): token `t` of row `s` lives in block `block_tables[s * max_blocks_per_seq +
+ * @brief A batch's block tables as raw arrays in HOST memory (e.g. over BlockTables, or an
+ * engine's own arrays; core/views.hpp's BlockTableView is the device-side counterpart the
+ * launchers take): token `t` of row `s` lives in block `block_tables[s * max_blocks_per_seq +
  * t / block_size]`. Only the first ceil(context_lens[s] / block_size) entries of a row are read.
  */
-struct BlockTableView {
+struct HostBlockTableView {
   std::int32_t block_size = 0;
   std::int32_t num_seqs = 0;
   std::int32_t max_blocks_per_seq = 0;         ///< row stride of block_tables
@@ -136,7 +137,7 @@ inline void check_planner_options(const PlannerOptions& o) {
           "must be >= 0");
 }
 
-inline BlockTableView view_of(const BlockTables& tables, std::int32_t block_size) {
+inline HostBlockTableView view_of(const BlockTables& tables, std::int32_t block_size) {
   expects(tables.num_seqs >= 0, "tables.num_seqs", tables.num_seqs, "must be >= 0");
   expects(tables.max_blocks_per_seq >= 0, "tables.max_blocks_per_seq", tables.max_blocks_per_seq,
           "must be >= 0");
@@ -159,7 +160,7 @@ inline BlockTableView view_of(const BlockTables& tables, std::int32_t block_size
  * plan; any single changed value is always detected.
  * @throw InvalidArgument on an inconsistent batch (as plan()).
  */
-inline std::uint64_t fingerprint_batch(const BlockTableView& batch) {
+inline std::uint64_t fingerprint_batch(const HostBlockTableView& batch) {
   detail::check_block_table_view(batch);
   return detail::fingerprint_unchecked(batch);
 }
@@ -183,7 +184,7 @@ inline std::uint64_t fingerprint_batch(const BlockTables& tables, std::int32_t b
  * below 0 or past max_blocks_per_seq * block_size, or a block id < 0 among the entries a context
  * uses (the message names the row and position).
  */
-inline RadixPlan plan(const BlockTableView& batch, const PlannerOptions& options = {},
+inline RadixPlan plan(const HostBlockTableView& batch, const PlannerOptions& options = {},
                       PlanStats* stats = nullptr) {
   detail::check_planner_options(options);
   detail::check_block_table_view(batch);
@@ -247,7 +248,7 @@ inline RadixPlan plan(const BlockTableView& batch, const PlannerOptions& options
 /**
  * @brief Plans a batch given as BlockTables (e.g. from SequenceManager::export_block_tables).
  * @param tables the batch; @param block_size tokens per block, >= 1.
- * @throw InvalidArgument as plan(const BlockTableView&), or if the arrays' sizes disagree.
+ * @throw InvalidArgument as plan(const HostBlockTableView&), or if the arrays' sizes disagree.
  */
 inline RadixPlan plan(const BlockTables& tables, std::int32_t block_size,
                       const PlannerOptions& options = {}, PlanStats* stats = nullptr) {
@@ -256,7 +257,7 @@ inline RadixPlan plan(const BlockTables& tables, std::int32_t block_size,
 
 /**
  * @brief Plans the batch `batch` of `manager`'s live sequences (row i = batch[i]).
- * @throw InvalidArgument if a sequence is not live, or as plan(const BlockTableView&).
+ * @throw InvalidArgument if a sequence is not live, or as plan(const HostBlockTableView&).
  */
 inline RadixPlan plan(const SequenceManager& manager, const std::vector<SequenceId>& batch,
                       const PlannerOptions& options = {}, PlanStats* stats = nullptr) {
@@ -273,7 +274,7 @@ inline RadixPlan plan(const SequenceManager& manager, const std::vector<Sequence
  * changed since planning); InvalidArgument if the batch is inconsistent, the plan is invalid, or
  * a chunk serves a query whose blocks differ from the chunk row's.
  */
-inline void check_plan_for_batch(const RadixPlan& plan, const BlockTableView& batch) {
+inline void check_plan_for_batch(const RadixPlan& plan, const HostBlockTableView& batch) {
   const std::uint64_t fingerprint = fingerprint_batch(batch);
   expects<StateError>(
       plan.batch_fingerprint == fingerprint, "plan.batch_fingerprint", plan.batch_fingerprint,

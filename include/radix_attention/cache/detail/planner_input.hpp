@@ -11,7 +11,7 @@
 
 namespace radix_attention {
 
-struct BlockTableView;
+struct HostBlockTableView;
 struct PlannerOptions;
 
 namespace detail {
