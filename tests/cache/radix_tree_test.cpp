@@ -124,6 +124,25 @@ TEST_P(RadixTreeTest, InsertThenMatchWholeAndPartialBlocks) {
   tree.validate();
 }
 
+TEST_P(RadixTreeTest, PeekPrefixChangesNothing) {
+  const ra::InsertResult r = insert_new(iota_tokens(4 * bs()));
+  tree.lock(r.node);
+  insert_new(concat(iota_tokens(2 * bs()), iota_tokens(bs(), 600)));  // splits at 2 blocks
+  const std::string before = snapshot(tree, alloc);
+  auto probe = concat(iota_tokens(3 * bs()), iota_tokens(bs(), 900));
+  ra::PrefixPeek p = tree.peek_prefix(probe.data(), probe.size());
+  EXPECT_EQ(p.num_tokens, 3 * bs());
+  EXPECT_EQ(p.unlocked_blocks, 0);
+  probe = concat(iota_tokens(2 * bs()), iota_tokens(bs(), 600));
+  p = tree.peek_prefix(probe.data(), probe.size());
+  EXPECT_EQ(p.num_tokens, 3 * bs());
+  EXPECT_EQ(p.unlocked_blocks, 1);  // the other branch's leaf; the shared part is locked
+  EXPECT_EQ(tree.peek_prefix(probe.data(), probe.size(), 5).num_tokens, 0);
+  EXPECT_EQ(snapshot(tree, alloc), before);
+  EXPECT_THROW(tree.peek_prefix(nullptr, 3), ra::InvalidArgument);
+  tree.unlock(r.node);
+}
+
 TEST_P(RadixTreeTest, DivergenceInTheMiddleOfAnEdgeSplitsAtABlockBoundary) {
   const auto a = iota_tokens(8 * bs());
   const ra::InsertResult ra_ = insert_new(a);

@@ -41,6 +41,12 @@ struct InsertResult {
   NodeHandle node;                    ///< node whose path ends at num_tokens
 };
 
+/// @brief Result of RadixTree::peek_prefix.
+struct PrefixPeek {
+  std::int32_t num_tokens = 0;       ///< cached prefix length, a multiple of block_size
+  std::int32_t unlocked_blocks = 0;  ///< of its blocks, those in unlocked (evictable) nodes
+};
+
 /// @brief Token range [begin, end) of a node's edge, counted from the root.
 struct TokenRange {
   std::int32_t begin = 0;
@@ -110,6 +116,11 @@ class RadixTree {
   PrefixMatch match_prefix(const std::vector<TokenId>& tokens, NamespaceId ns = 0) {
     return match_prefix(tokens.data(), tokens.size(), ns);
   }
+
+  /// @brief Read-only longest-prefix lookup: what match_prefix would return, without splitting,
+  /// LRU update or statistics. Lets a caller decide feasibility before changing anything.
+  /// @throw InvalidArgument if tokens is null and num_tokens > 0.
+  PrefixPeek peek_prefix(const TokenId* tokens, std::size_t num_tokens, NamespaceId ns = 0) const;
 
   /// @brief Caches `blocks` as the KV blocks of `tokens` in namespace `ns`.
   ///

@@ -1,7 +1,8 @@
 #pragma once
 /// @file
 /// SequenceManager: per-sequence block tables over a BlockAllocator — create, append, fork,
-/// release — and their export as the device-ready int32 arrays the kernels read.
+/// release — and their export as the device-ready int32 arrays the kernels read. With a
+/// RadixTree, requests reuse cached prefixes (add) and leave their blocks cached (finish).
 /// Plain C++17.
 
 #include <cstddef>
@@ -11,6 +12,7 @@
 
 #include "radix_attention/cache/block_allocator.hpp"
 #include "radix_attention/cache/detail/sequence_state.hpp"
+#include "radix_attention/cache/radix_tree.hpp"
 #include "radix_attention/core/error.hpp"
 
 namespace radix_attention {
@@ -65,6 +67,14 @@ struct BlockTables {
  * Slot mapping: the tokens a sequence gains through create/append are "pending" until
  * take_slot_mapping() returns their slots (block * block_size + offset), which the caller then
  * writes with the kv_append kernel.
+ *
+ * Prefix cache (constructed with a RadixTree): add() matches the longest cached prefix of a
+ * prompt, locks its tree node and retains its blocks (only the other tokens are pending), and
+ * evicts from the tree when the pool is short; append_tokens() records generated token ids;
+ * finish() inserts the sequence's full blocks into the tree (the tree takes over those
+ * references) and unlocks; abort()/release() drop the sequence without caching. A live sequence
+ * always holds a lock on the node of its cached prefix, so those blocks are never evicted under
+ * it; fork() takes one more lock for the child. The tree must outlive the manager.
  */
 class SequenceManager {
  public:
@@ -74,12 +84,65 @@ class SequenceManager {
   /// fit int32 (slots are int32 on the device).
   SequenceManager(BlockAllocator& allocator, std::int32_t block_size);
 
+  /// @brief A manager whose sequences share prefixes through `tree` (block_size from the tree).
+  /// @param allocator the tree's allocator; must outlive this object.
+  /// @param tree prefix cache; must outlive this object.
+  /// @throw InvalidArgument if `tree` caches blocks of another allocator, or as the other
+  /// constructor.
+  SequenceManager(BlockAllocator& allocator, RadixTree& tree);
+
   SequenceManager(const SequenceManager&) = delete;  // two owners would release blocks twice
   SequenceManager& operator=(const SequenceManager&) = delete;
   ~SequenceManager();
 
   std::int32_t block_size() const { return block_size_; }
   const BlockAllocator& allocator() const { return *allocator_; }
+  /// @brief The prefix cache, or nullptr for a manager without one.
+  RadixTree* tree() const { return tree_; }
+
+  /// @brief Adds a request with prompt `tokens` in cache namespace `ns`: matches the longest
+  /// cached prefix, locks its node and retains its blocks, and allocates blocks for the rest,
+  /// evicting least recently used cache entries if the pool is short. At least the last prompt
+  /// token is always left to compute (the model needs its logits), so at most
+  /// floor((size - 1) / block_size) blocks come from the cache. The uncached tokens are pending
+  /// in the slot mapping.
+  /// @param tokens prompt token ids (may be empty).
+  /// @param ns cache namespace; prefixes are shared only within one namespace.
+  /// @return the new sequence's id.
+  /// @throw StateError if the manager has no tree; InvalidArgument if the prompt is longer than
+  /// int32; CapacityError if free blocks plus everything evictable (the matched prefix aside)
+  /// cannot hold the rest of the prompt. Nothing changes on any error (not even LRU times): the
+  /// check runs before the match. Exactness of the check assumes that blocks held outside the
+  /// tree lie under a locked node (true for this manager's sequences, see fork()).
+  SequenceId add(const std::vector<TokenId>& tokens, NamespaceId ns = 0);
+
+  /// @brief append(seq, tokens.size()), also recording the token ids, so that finish() can cache
+  /// the sequence's blocks. Ids are recorded only while the sequence's ids are all known (not
+  /// after create() with tokens or a plain append()).
+  /// @throw as append(); nothing is appended or recorded on any error.
+  void append_tokens(SequenceId seq, const std::vector<TokenId>& tokens);
+
+  /// @brief Ends `seq` and caches it: its full blocks whose token ids are known are inserted into
+  /// the tree (the tree takes over those references; positions cached meanwhile by another
+  /// request keep the cached block and this one is released), the rest (the partial last block)
+  /// are released, the prefix lock is dropped and the id becomes invalid. Without a tree: the
+  /// same as release().
+  /// @throw InvalidArgument if seq is not live (nothing changes).
+  void finish(SequenceId seq);
+
+  /// @brief Ends `seq` without caching anything (release() under another name).
+  /// @throw InvalidArgument if seq is not live.
+  void abort(SequenceId seq) { release(seq); }
+
+  /// @brief The locked tree node of `seq`'s cached prefix: the root if nothing was cached or the
+  /// sequence was created without tokens; an invalid handle for a manager without a tree.
+  /// @throw InvalidArgument if seq is not live.
+  NodeHandle prefix_node(SequenceId seq) const;
+
+  /// @brief Tokens of `seq` that came from the cache when it was added (a multiple of the block
+  /// size; 0 without a tree).
+  /// @throw InvalidArgument if seq is not live.
+  std::int32_t cached_prefix_len(SequenceId seq) const;
 
   /// @brief Creates a sequence of `num_tokens` tokens, allocating ceil(num_tokens / block_size)
   /// blocks; all its tokens are pending in the slot mapping.
@@ -104,13 +167,16 @@ class SequenceManager {
   /// on the GPU. The copy reads the parent's block as it is, so the parent's pending tokens must
   /// be written (take_slot_mapping + kv_append) before the copies run. The child starts with no
   /// pending tokens.
+  /// With a tree, the child inherits the recorded token ids and also locks the parent's prefix
+  /// node (the blocks it shares from the cache stay protected when the parent finishes).
   /// @param parent a live sequence.
   /// @return the child's id and the copies (empty, or one BlockCopy for the last block).
   /// @throw InvalidArgument if parent is not live; CapacityError if no block is free for the copy.
   ForkResult fork(SequenceId parent);
 
   /// @brief Drops `seq`, releasing its reference on each of its blocks (blocks no one else holds
-  /// return to the free list). The id is invalid afterwards.
+  /// return to the free list) and its prefix lock; nothing is cached. The id is invalid
+  /// afterwards.
   /// @throw InvalidArgument if seq is not live.
   void release(SequenceId seq);
 
@@ -148,13 +214,18 @@ class SequenceManager {
   detail::SequenceState& state(SequenceId seq, const char* name = "seq");
   const detail::SequenceState& state(SequenceId seq, const char* name = "seq") const;
   SequenceId insert_state(detail::SequenceState&& state);
+  // Prefix-cache hooks (no-ops without a tree): the lock a live sequence holds on its prefix.
+  void lock_prefix(const detail::SequenceState& state);
+  void unlock_prefix(const detail::SequenceState& state) noexcept;
 
   BlockAllocator* allocator_;
   std::int32_t block_size_;
+  RadixTree* tree_ = nullptr;
   SequenceId next_id_ = 0;
   std::unordered_map<SequenceId, detail::SequenceState> sequences_;
 };
 
 }  // namespace radix_attention
 
+#include "radix_attention/cache/detail/radix_tree_sequences.hpp"
 #include "radix_attention/cache/detail/sequence_manager.inl"

@@ -57,6 +57,30 @@ inline PrefixMatch RadixTree::match_prefix(const TokenId* tokens, std::size_t nu
   return result;
 }
 
+inline PrefixPeek RadixTree::peek_prefix(const TokenId* tokens, std::size_t num_tokens,
+                                         NamespaceId ns) const {
+  expects(tokens != nullptr || num_tokens == 0, "tokens", "null",
+          "must point to num_tokens token ids");
+  const auto bs = static_cast<std::size_t>(block_size_);
+  const std::size_t max_blocks = num_tokens / bs;
+  PrefixPeek result;
+  NodeIndex node = 0;
+  std::size_t pos = 0;
+  while (pos < max_blocks) {
+    const NodeIndex child = find_child(node, tokens + pos * bs, ns);
+    if (child == detail::kNoNode) break;
+    const std::size_t edge_blocks = node_ref(child).blocks.size();
+    const std::size_t m =
+        common_blocks(child, tokens + pos * bs, std::min(edge_blocks, max_blocks - pos));
+    if (node_ref(child).lock_count == 0) result.unlocked_blocks += static_cast<std::int32_t>(m);
+    pos += m;
+    if (m < edge_blocks) break;
+    node = child;
+  }
+  result.num_tokens = static_cast<std::int32_t>(pos * bs);
+  return result;
+}
+
 // Checks that the caller holds a reference on every block it passes (so consuming it is legal)
 // and that newly cached blocks (positions >= cached_prefix) are not cached already, so the tree
 // holds each block once. The loops only compare; messages are built on failure only (this runs

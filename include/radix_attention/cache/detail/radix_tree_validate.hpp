@@ -60,7 +60,7 @@ inline void RadixTree::validate() const {
     check(policy_->contains(i) == is_candidate(i), "node ", i,
           is_candidate(i) ? " is an unlocked leaf missing from" : " must not be in",
           " the eviction policy");
-    candidates += is_candidate(i) ? 1 : 0;
+    candidates += is_candidate(i) ? 1u : 0u;
     if (i == 0) continue;
 
     check(!n.blocks.empty() && n.tokens.size() == n.blocks.size() * bs, "node ", i, " has ",

@@ -28,6 +28,7 @@ inline SequenceManager::~SequenceManager() {
   for (auto& entry : sequences_) {
     try {
       allocator_->release(entry.second.blocks);
+      unlock_prefix(entry.second);
     } catch (...) {
       // Only reachable if someone released this sequence's blocks behind its back; a destructor
       // must not throw, and the remaining sequences should still give their blocks back.
@@ -61,6 +62,7 @@ inline SequenceId SequenceManager::insert_state(detail::SequenceState&& new_stat
     slot->second = std::move(new_state);
   } catch (...) {
     allocator_->release(new_state.blocks);
+    unlock_prefix(new_state);
     throw;
   }
   ++next_id_;
@@ -72,6 +74,7 @@ inline SequenceId SequenceManager::create(std::int32_t num_tokens) {
   detail::SequenceState fresh;
   fresh.num_tokens = num_tokens;
   fresh.pending_begin = 0;
+  fresh.tree.tokens_complete = num_tokens == 0;  // no ids for these tokens: nothing to cache
   // blocks_for(<= INT32_MAX, >= 1) fits int32.
   allocator_->allocate_into(static_cast<std::int32_t>(detail::blocks_for(num_tokens, block_size_)),
                             fresh.blocks);
@@ -95,6 +98,7 @@ inline void SequenceManager::append(SequenceId seq, std::int32_t num_tokens) {
   allocator_->allocate_into(detail::blocks_to_grow(st.num_tokens, num_tokens, block_size_),
                             st.blocks);
   st.num_tokens += num_tokens;
+  st.tree.tokens_complete = false;  // tokens without ids (append_tokens restores the flag)
 }
 
 inline ForkResult SequenceManager::fork(SequenceId parent) {
@@ -109,6 +113,7 @@ inline ForkResult SequenceManager::fork(SequenceId parent) {
   child.blocks.reserve(src.blocks.size());
   child.blocks.assign(src.blocks.begin(),
                       src.blocks.begin() + static_cast<std::ptrdiff_t>(num_full));
+  child.tree = src.tree;  // token ids, namespace, prefix node (locked for the child below)
   ForkResult result;
   if (partial != 0) result.copies.reserve(1);
 
@@ -123,6 +128,7 @@ inline ForkResult SequenceManager::fork(SequenceId parent) {
     if (partial != 0) allocator_->release(child.blocks.back());
     throw;
   }
+  lock_prefix(child);  // cannot fail: the parent's lock keeps the node alive
   if (partial != 0)
     result.copies.push_back(BlockCopy{src.blocks.back(), child.blocks.back(), partial});
   result.child = insert_state(std::move(child));
@@ -134,6 +140,7 @@ inline void SequenceManager::release(SequenceId seq) {
   expects(it != sequences_.end(), "seq", seq,
           "is not a live sequence (never created, or already released)");
   allocator_->release(it->second.blocks);  // all or nothing
+  unlock_prefix(it->second);
   sequences_.erase(it);
 }
 

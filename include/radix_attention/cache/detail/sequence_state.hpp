@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "radix_attention/cache/block_allocator.hpp"
+#include "radix_attention/cache/detail/radix_tree_sequence_state.hpp"
 #include "radix_attention/core/error.hpp"
 
 namespace radix_attention {
@@ -27,6 +28,7 @@ struct SequenceState {
   std::vector<BlockId> blocks;  ///< block table row, in token order
   std::int32_t pending_begin =
       0;  ///< tokens [pending_begin, num_tokens) are not yet in a slot mapping
+  TreeSequenceState tree;  ///< prefix-cache state (used only by a manager with a RadixTree)
 };
 
 /// @brief ceil(num_tokens / block_size) for non-negative num_tokens and positive block_size.
