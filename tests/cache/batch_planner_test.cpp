@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "cache/planner_test_support.hpp"
@@ -213,6 +214,24 @@ TEST(BatchPlanner, ChunkingRespectsMinMaxAndAlignment) {
     EXPECT_LE(capped.chunk_token_end[c] - capped.chunk_token_begin[c], 1024);
   }
   EXPECT_EQ(capped.num_chunks(), 16 + 1);
+}
+
+TEST(BatchPlanner, ContextsNearTheInt32LimitDoNotOverflow) {
+  // Block size 2^20: contexts up to INT32_MAX tokens in 2048 blocks; chunk ends near the limit.
+  Batch b;
+  b.block_size = 1 << 20;
+  b.add(iota_blocks(0, 2048), std::numeric_limits<std::int32_t>::max());
+  b.add(concat(iota_blocks(0, 1024), iota_blocks(5000, 1024)),
+        std::numeric_limits<std::int32_t>::max() - 5);
+  ra::PlannerOptions o;
+  o.chunk_alignment_tokens = 1 << 30;
+  ra::PlanStats stats;
+  const ra::RadixPlan plan = ra::plan(b.view(), o, &stats);
+  expect_plan_invariants(plan, b);
+  EXPECT_EQ(shared_segments(plan).size(), 1u);
+  o.max_chunk_tokens = 1 << 30;
+  o.chunk_alignment_tokens = 1 << 29;
+  expect_plan_invariants(ra::plan(b.view(), o), b);
 }
 
 TEST(BatchPlanner, SharedSegmentIsChunkedWithAllItsQueries) {

@@ -88,7 +88,8 @@ struct PlannerOptions {
   /// chunk_alignment_tokens and >= min_chunk_tokens.
   std::int32_t max_chunk_tokens = 0;
   /// Chunk lengths are multiples of this (64: the decode kernels' KV tile, so only a segment's
-  /// last tile is partial); rounded up to a multiple of the block size.
+  /// last tile is partial), rounded up to a multiple of the block size unless that would exceed
+  /// max_chunk_tokens.
   std::int32_t chunk_alignment_tokens = 64;
   /// Query rows (query x q head of one KV head's group) one CTA handles (64: one wgmma M tile,
   /// four mma.sync m16 tiles); only used to size the work for chunking.
@@ -218,18 +219,14 @@ inline RadixPlan plan(const HostBlockTableView& batch, const PlannerOptions& opt
     work += std::int64_t{seg.end - seg.begin} * options.num_kv_heads * tiles;
   }
   detail::ChunkParams cp;
-  cp.align = static_cast<std::int32_t>(
-      detail::ceil_div(options.chunk_alignment_tokens, batch.block_size) * batch.block_size);
+  cp.align = detail::ceil_div(options.chunk_alignment_tokens, batch.block_size) * batch.block_size;
   if (options.max_chunk_tokens > 0 && cp.align > options.max_chunk_tokens) {
     cp.align = options.chunk_alignment_tokens;  // divides max_chunk_tokens (checked above)
   }
   cp.min_tokens = options.min_chunk_tokens;
   cp.max_tokens = options.max_chunk_tokens > 0 ? options.max_chunk_tokens / cp.align * cp.align : 0;
-  std::int64_t target =
-      std::max<std::int64_t>(detail::ceil_div(work, options.num_sms), options.min_chunk_tokens);
-  target = std::min<std::int64_t>(target, std::numeric_limits<std::int32_t>::max());
-  if (cp.max_tokens > 0) target = std::min<std::int64_t>(target, cp.max_tokens);
-  cp.target = static_cast<std::int32_t>(target);
+  cp.target = std::max<std::int64_t>(detail::ceil_div(work, options.num_sms), cp.min_tokens);
+  if (cp.max_tokens > 0) cp.target = std::min(cp.target, cp.max_tokens);
 
   RadixPlan result;
   detail::emit_plan(batch.num_seqs, segs, cp, result);
@@ -238,7 +235,8 @@ inline RadixPlan plan(const HostBlockTableView& batch, const PlannerOptions& opt
     stats->num_shared_segments = segs.num_shared;
     stats->num_private_segments = static_cast<std::int32_t>(segs.segments.size()) - segs.num_shared;
     stats->num_trie_nodes = static_cast<std::int32_t>(trie.nodes.size());
-    stats->chunk_target_tokens = cp.target;
+    stats->chunk_target_tokens = static_cast<std::int32_t>(
+        std::min<std::int64_t>(cp.target, std::numeric_limits<std::int32_t>::max()));
     stats->modelled_bytes = chosen;
     stats->modelled_bytes_unshared = decision.unshared_cost;
   }

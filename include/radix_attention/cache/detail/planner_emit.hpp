@@ -84,11 +84,12 @@ void build_segments(const View& batch, const BlockTrie& trie,
   }
 }
 
+// 64-bit throughout: a token position plus a chunk length may pass the int32 range.
 struct ChunkParams {
-  std::int32_t target = 0;  ///< preferred chunk length
-  std::int32_t min_tokens = 1;
-  std::int32_t max_tokens = 0;  ///< 0: no limit; else a multiple of align
-  std::int32_t align = 1;
+  std::int64_t target = 0;  ///< preferred chunk length
+  std::int64_t min_tokens = 1;
+  std::int64_t max_tokens = 0;  ///< 0: no limit; else a multiple of align
+  std::int64_t align = 1;
 };
 
 inline std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
@@ -96,7 +97,7 @@ inline std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1
 /// Length of every chunk but the last when splitting a segment of `length` tokens: the most
 /// chunks up to length / target such that the last chunk keeps >= min_tokens (chunks before it
 /// are at least as long), never a chunk over max_tokens. Chunk lengths are multiples of align.
-inline std::int32_t chunk_length(std::int32_t length, const ChunkParams& p) {
+inline std::int64_t chunk_length(std::int64_t length, const ChunkParams& p) {
   const std::int64_t n_lo = p.max_tokens > 0 ? ceil_div(length, p.max_tokens) : 1;
   const std::int64_t n_hi = std::max(n_lo, ceil_div(length, p.target));
   std::int64_t len = length;
@@ -105,7 +106,7 @@ inline std::int32_t chunk_length(std::int32_t length, const ChunkParams& p) {
     const std::int64_t count = ceil_div(length, len);
     if (count == 1 || length - (count - 1) * len >= p.min_tokens) break;
   }
-  return static_cast<std::int32_t>(std::min<std::int64_t>(len, length));
+  return std::min(len, length);
 }
 
 /// Splits every segment into chunks and writes the plan's arrays (num_queries, fingerprint and
@@ -118,11 +119,13 @@ inline void emit_plan(std::int32_t num_queries, const SegmentList& segs, const C
   std::vector<std::int32_t> per_query(static_cast<std::size_t>(num_queries) + 1, 0);
   for (std::size_t s = 0; s < segs.segments.size(); ++s) {
     const PlanSegment& seg = segs.segments[s];
-    const std::int32_t len = chunk_length(seg.end - seg.begin, cp);
-    for (std::int32_t b = seg.begin; b < seg.end; b += len) {
+    const std::int64_t len = chunk_length(seg.end - seg.begin, cp);
+    for (std::int64_t at = seg.begin; at < seg.end; at += len) {
+      const auto b = static_cast<std::int32_t>(at);
       plan.chunk_row.push_back(seg.row);
       plan.chunk_token_begin.push_back(b);
-      plan.chunk_token_end.push_back(std::min(seg.end, b + len));
+      plan.chunk_token_end.push_back(
+          static_cast<std::int32_t>(std::min<std::int64_t>(seg.end, at + len)));
       plan.chunk_segment.push_back(static_cast<std::int32_t>(s));
       const auto first = segs.queries.begin() + seg.query_offset;
       plan.chunk_queries.insert(plan.chunk_queries.end(), first, first + seg.num_queries);
