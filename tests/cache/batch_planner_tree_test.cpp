@@ -1,8 +1,10 @@
 // BatchPlanner on batches whose sharing comes from a RadixTree: requests built from random token
 // streams (system prompts, few-shot blocks, private suffixes, divergence inside a block) match
 // their cached prefix, retain it and allocate the rest, as a serving engine does; finished
-// requests are inserted back into the tree. Each planned batch satisfies the kernel invariants,
-// and when sharing is free in the cost model the plan shares exactly what the rows share.
+// requests are inserted back into the tree. Once by hand over RadixTree, once through
+// SequenceManager (add / append_tokens / fork / finish / abort) and plan(manager, batch). Each
+// planned batch satisfies the kernel invariants, and when sharing is free in the cost model the
+// plan shares exactly what the rows share.
 
 #include <gtest/gtest.h>
 
@@ -16,6 +18,7 @@
 #include "radix_attention/cache/batch_planner.hpp"
 #include "radix_attention/cache/block_allocator.hpp"
 #include "radix_attention/cache/radix_tree.hpp"
+#include "radix_attention/cache/sequence_manager.hpp"
 
 namespace ra = radix_attention;
 using planner_test::Batch;
@@ -163,6 +166,75 @@ TEST(BatchPlannerTree, RandomStreamsBlockSize16) {
 
 TEST(BatchPlannerTree, RandomStreamsBlockSize1) {
   for (std::uint32_t seed = 11; seed <= 14; ++seed) run_tree_batches(1, seed);
+}
+
+// The same through SequenceManager + RadixTree, planning with plan(manager, batch, options).
+void run_sequence_batches(std::int32_t block_size, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  ra::BlockAllocator alloc(1 << 15);
+  ra::RadixTree tree(alloc, block_size);
+  ra::SequenceManager sm(alloc, tree);
+  StreamSource source(rng, block_size);
+  std::vector<ra::SequenceId> running;
+  std::int32_t shared_batches = 0;
+  for (int step = 0; step < 120; ++step) {
+    SCOPED_TRACE(step);
+    const int admit = 1 + static_cast<int>(rng() % 5);
+    for (int i = 0; i < admit; ++i) running.push_back(sm.add(source.next()));
+    if (rng() % 4 == 0) running.push_back(sm.fork(running[rng() % running.size()]).child);
+    for (ra::SequenceId s : running) {  // decode steps: a new token each, sometimes more
+      std::vector<ra::TokenId> t(1 + rng() % 3);
+      for (auto& x : t) x = static_cast<ra::TokenId>(rng() % 5);
+      if (rng() % 2 == 0) sm.append_tokens(s, t);
+    }
+    const ra::BlockTables tables = sm.export_block_tables(running);
+    Batch b;
+    b.block_size = block_size;
+    for (std::size_t i = 0; i < running.size(); ++i) {
+      b.add(sm.blocks(running[i]), tables.context_lens[i]);
+    }
+    ra::PlanStats stats;
+    const ra::RadixPlan plan = ra::plan(sm, running, {}, &stats);
+    EXPECT_NO_THROW(ra::check_plan_for_batch(plan, tables, block_size));
+    expect_plan_invariants(plan, b);
+    const ra::RadixPlan free_plan = ra::plan(sm, running, sharing_is_free());
+    expect_plan_invariants(free_plan, b);
+    expect_maximal_sharing(free_plan, b);
+    if (::testing::Test::HasFatalFailure()) return;
+    // Sequences holding the same cached prefix share it in the free plan.
+    for (std::size_t i = 0; i < running.size(); ++i) {
+      const std::int32_t cached = sm.cached_prefix_len(running[i]);
+      if (cached == 0) continue;
+      for (std::size_t j = 0; j < running.size(); ++j) {
+        if (j == i || sm.prefix_node(running[j]) != sm.prefix_node(running[i])) continue;
+        const auto& bi = b.rows[i];
+        const auto& bj = b.rows[j];
+        ASSERT_TRUE(std::equal(bi.begin(), bi.begin() + cached / block_size, bj.begin()));
+      }
+    }
+    shared_batches += planner_test::shared_segments(free_plan).empty() ? 0 : 1;
+    const int done = static_cast<int>(rng() % (running.size() / 2 + 2));
+    for (int i = 0; i < done && !running.empty(); ++i) {
+      const std::size_t k = rng() % running.size();
+      if (rng() % 5 == 0) {
+        sm.abort(running[k]);
+      } else {
+        sm.finish(running[k]);
+      }
+      running.erase(running.begin() + static_cast<std::ptrdiff_t>(k));
+    }
+  }
+  EXPECT_GT(shared_batches, 60);
+  for (ra::SequenceId s : running) sm.release(s);
+  tree.validate();
+}
+
+TEST(BatchPlannerTree, SequenceManagerBlockSize16) {
+  for (std::uint32_t seed = 21; seed <= 24; ++seed) run_sequence_batches(16, seed);
+}
+
+TEST(BatchPlannerTree, SequenceManagerBlockSize1) {
+  for (std::uint32_t seed = 31; seed <= 34; ++seed) run_sequence_batches(1, seed);
 }
 
 }  // namespace
