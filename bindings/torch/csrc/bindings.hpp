@@ -1,0 +1,16 @@
+#pragma once
+/// @file
+/// The parts of the radix_attention_torch._C module, each defined in its own file.
+
+#include <pybind11/pybind11.h>
+
+namespace radix_attention_torch {
+
+/// BlockAllocator, RadixTree, SequenceManager and their result types (cache_bindings.cpp).
+void bind_cache(pybind11::module_& m);
+/// RadixPlan, plan_batch, BatchPlanner, RadixBatch (planner_bindings.cpp).
+void bind_planner(pybind11::module_& m);
+/// paged_decode, radix_decode, merge_states (ops_bindings.cpp).
+void bind_ops(pybind11::module_& m);
+
+}  // namespace radix_attention_torch

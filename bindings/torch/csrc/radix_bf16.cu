@@ -1,0 +1,4 @@
+// radix_decode instances for __nv_bfloat16 inputs (one file per type: parallel builds).
+#include "launch_impl.cuh"
+
+RADIX_ATTENTION_TORCH_INSTANTIATE_RADIX(__nv_bfloat16)

@@ -1,0 +1,106 @@
+"""Host-side classes: no GPU needed."""
+import pytest
+
+torch = pytest.importorskip("torch")
+ra = pytest.importorskip("radix_attention_torch")
+
+
+def test_exception_hierarchy():
+    assert issubclass(ra.InvalidArgument, ValueError)
+    assert issubclass(ra.InvalidArgument, ra.Error)
+    assert issubclass(ra.ArgumentTypeError, TypeError)
+    assert issubclass(ra.CapacityError, MemoryError)
+    assert issubclass(ra.StateError, RuntimeError)
+    assert issubclass(ra.CudaError, ra.Error)
+    assert issubclass(ra.Error, RuntimeError)
+
+
+def test_block_allocator_counts_and_errors():
+    a = ra.BlockAllocator(8)
+    assert (a.num_blocks, a.num_free, a.num_used) == (8, 8, 0)
+    blocks = a.allocate(3)
+    assert blocks == [0, 1, 2]
+    a.retain(1)
+    assert a.ref_count(1) == 2
+    a.release([1, 1])
+    assert a.ref_count(1) == 0 and a.num_free == 6
+    with pytest.raises(ra.CapacityError, match="exceeds"):
+        a.allocate(7)
+    assert a.num_free == 6  # strong guarantee
+    with pytest.raises(ValueError, match="block"):
+        a.release(5)  # free block: double release
+    with pytest.raises(ValueError, match="num_blocks"):
+        ra.BlockAllocator(0)
+
+
+def test_radix_tree_match_insert_evict():
+    a = ra.BlockAllocator(16)
+    tree = ra.RadixTree(a, 4)
+    prompt = list(range(100, 112))  # 3 blocks
+    blocks = a.allocate(3)
+    res = tree.insert(prompt, blocks)
+    assert res.num_tokens == 12 and res.num_deduplicated == 0
+    m = tree.match_prefix(prompt + [7, 8])
+    assert m.num_tokens == 12 and m.blocks == blocks
+    # Tensors are accepted as token lists.
+    m2 = tree.match_prefix(torch.tensor(prompt[:9], dtype=torch.int64))
+    assert m2.num_tokens == 8 and m2.blocks == blocks[:2]
+    # Another namespace shares nothing.
+    assert tree.match_prefix(prompt, namespace=7).num_tokens == 0
+    stats = tree.stats()
+    assert stats.cached_blocks == 3 and 0 < stats.hit_rate < 1
+    tree.lock(m.node)
+    assert tree.evict(3) == 0  # locked
+    tree.unlock(m.node)
+    assert tree.evict(3) == 3
+    assert a.num_free == 16
+    tree.validate()
+    with pytest.raises(ValueError):
+        tree.insert(prompt[:5], blocks[:1])  # 5 tokens != 1 block of 4
+    with pytest.raises(TypeError):
+        tree.match_prefix("not tokens")
+
+
+def test_sequence_manager_tables_fork_slots():
+    a = ra.BlockAllocator(32)
+    sm = ra.SequenceManager(a, 4)
+    s = sm.create(10)
+    assert sm.context_len(s) == 10 and len(sm.blocks(s)) == 3
+    slots = sm.take_slot_mapping([s])
+    assert slots.dtype == torch.int32 and slots.shape == (10,)
+    b = sm.blocks(s)
+    assert slots.tolist() == [b[t // 4] * 4 + t % 4 for t in range(10)]
+    f = sm.fork(s)
+    assert len(f.copies) == 1 and f.copies[0].num_tokens == 2  # the partial last block
+    assert sm.blocks(f.child)[:2] == b[:2]
+    sm.append(f.child, 3)
+    tables, lens = sm.block_tables([s, f.child])
+    assert tables.dtype == torch.int32 and tables.shape == (2, 4)
+    assert lens.tolist() == [10, 13]
+    assert tables[0, 3].item() == -1  # padding
+    sm.release(s)
+    with pytest.raises(ValueError, match="seq"):
+        sm.context_len(s)
+    with pytest.raises(ra.CapacityError):
+        sm.create(1000)
+    assert len(sm) == 1
+
+
+def test_plan_batch_host_only_shares_prefix():
+    block, n, shared_blocks = 16, 8, 16
+    rows = []
+    for i in range(n):
+        rows.append(list(range(shared_blocks)) + [100 + i])
+    tables = torch.tensor(rows, dtype=torch.int32)
+    lens = torch.full((n,), shared_blocks * block + 5, dtype=torch.int32)
+    plan, stats = ra.plan_batch(tables, lens, block)
+    assert plan.num_queries == n
+    assert stats["num_shared_segments"] >= 1
+    plan.validate(lens.tolist())
+    plan2, stats2 = ra.plan_batch(tables, lens, block, enable_sharing=False)
+    assert stats2["num_shared_segments"] == 0
+    assert plan2.num_partials >= n
+    with pytest.raises(TypeError):
+        ra.plan_batch(tables.long(), lens, block)
+    with pytest.raises(ValueError):
+        ra.plan_batch(tables, lens[:3], block)

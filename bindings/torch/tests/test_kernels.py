@@ -1,0 +1,190 @@
+"""Kernels against torch.nn.functional.scaled_dot_product_attention on gathered KV."""
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+ra = pytest.importorskip("radix_attention_torch")
+F = torch.nn.functional
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# Relative to the largest reference magnitude; 16-bit inputs carry ~3 significant digits.
+TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
+
+
+def make_cache(num_blocks, block_size, kv_heads, head_dim, dtype, g):
+    shape = (num_blocks, block_size, kv_heads, head_dim)
+    k = torch.randn(shape, generator=g).to(dtype).cuda()
+    v = torch.randn(shape, generator=g).to(dtype).cuda()
+    return k, v
+
+
+def reference(query, k_cache, v_cache, tables, lens, scale=None):
+    """float64 SDPA per sequence over the KV gathered through its block-table row.
+    Returns (out float64 [S, Hq, D], lse float64 [S, Hq]); empty contexts give 0 and -inf."""
+    s_count, hq, d = query.shape
+    bs, hkv = k_cache.shape[1], k_cache.shape[2]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    out = torch.zeros(s_count, hq, d, dtype=torch.float64, device=query.device)
+    lse = torch.full((s_count, hq), -math.inf, dtype=torch.float64, device=query.device)
+    tables, lens = tables.long(), lens.tolist()
+    for s in range(s_count):
+        n = lens[s]
+        if n == 0:
+            continue
+        t = torch.arange(n, device=query.device)
+        blocks = tables[s, t // bs]
+        k = k_cache[blocks, t % bs].double().repeat_interleave(hq // hkv, dim=1)  # [n, Hq, D]
+        v = v_cache[blocks, t % bs].double().repeat_interleave(hq // hkv, dim=1)
+        q = query[s].double()  # [Hq, D]
+        out[s] = F.scaled_dot_product_attention(
+            q[:, None, :], k.transpose(0, 1), v.transpose(0, 1), scale=scale)[:, 0, :]
+        lse[s] = torch.logsumexp(scale * torch.einsum("hd,nhd->hn", q, k), dim=1)
+    return out, lse
+
+
+def assert_close(actual, expected, dtype, what):
+    err = (actual.double() - expected).abs().max().item()
+    ref = max(expected.abs().max().item(), 1e-6)
+    assert not torch.isnan(actual).any(), f"{what}: NaN in the output"
+    assert err / ref < TOL[dtype], f"{what}: max abs error {err:.3g} vs max |ref| {ref:.3g}"
+
+
+def random_batch(num_seqs, block_size, num_blocks, max_ctx, g, shared_prefix=0, groups=1,
+                 zero_len=False):
+    """Block tables with randomly placed blocks. With shared_prefix > 0 the sequences fall into
+    `groups` groups whose members hold the same blocks for the first shared_prefix tokens
+    (rounded down to whole blocks), as sequences sharing a cached prompt do."""
+    perm = torch.randperm(num_blocks, generator=g).tolist()
+    lens = torch.randint(1, max_ctx + 1, (num_seqs,), generator=g)
+    if zero_len:
+        lens[0] = 0
+    shared_blocks = shared_prefix // block_size
+    if shared_blocks:
+        lens = torch.clamp(lens, min=0) + shared_blocks * block_size
+        if zero_len:
+            lens[0] = 0
+    max_blocks = int((lens.max().item() + block_size - 1) // block_size)
+    tables = torch.full((num_seqs, max_blocks), -1, dtype=torch.int32)
+    group_prefix = [[perm.pop() for _ in range(shared_blocks)] for _ in range(groups)]
+    for s in range(num_seqs):
+        n = int((lens[s].item() + block_size - 1) // block_size)
+        row = []
+        if shared_blocks and lens[s] > 0:
+            row = list(group_prefix[s % groups])
+        while len(row) < n:
+            row.append(perm.pop())
+        tables[s, :n] = torch.tensor(row[:n], dtype=torch.int32)
+    return tables, lens.to(torch.int32)
+
+
+CASES = [
+    # (dtype, block_size, q_heads, kv_heads, head_dim)
+    (dt, bs, hq, hkv, d)
+    for dt in DTYPES
+    for bs in (1, 16)
+    for (hq, hkv, d) in ((8, 2, 128), (4, 4, 64))
+]
+
+
+@pytest.mark.parametrize("dtype,block_size,hq,hkv,head_dim", CASES)
+def test_paged_decode_matches_sdpa(dtype, block_size, hq, hkv, head_dim, gen):
+    num_seqs, max_ctx = 5, 300
+    num_blocks = num_seqs * (max_ctx // block_size + 2) + 8
+    k, v = make_cache(num_blocks, block_size, hkv, head_dim, dtype, gen)
+    tables, lens = random_batch(num_seqs, block_size, num_blocks, max_ctx, gen, zero_len=True)
+    q = torch.randn(num_seqs, hq, head_dim, generator=gen).to(dtype).cuda()
+    tables, lens = tables.cuda(), lens.cuda()
+    lse = torch.empty(num_seqs, hq, dtype=torch.float32, device="cuda")
+    out = torch.full_like(q, float("nan"))  # every element must be written
+    res = ra.paged_decode(q, k, v, tables, lens, out=out, lse=lse)
+    assert res.data_ptr() == out.data_ptr()
+    ref, ref_lse = reference(q, k, v, tables, lens)
+    assert_close(out, ref, dtype, "paged_decode")
+    assert torch.all(out[0] == 0) and torch.all(torch.isneginf(lse[0]))  # empty context
+    assert torch.allclose(lse[1:].double(), ref_lse[1:], atol=1e-3, rtol=1e-3)
+    # Forced split-KV, and an explicit scale.
+    out2 = ra.paged_decode(q, k, v, tables, lens, num_splits=3, scale=0.05)
+    ref2, _ = reference(q, k, v, tables, lens, scale=0.05)
+    assert_close(out2, ref2, dtype, "paged_decode split")
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("dtype,block_size,hq,hkv,head_dim", CASES)
+def test_radix_decode_matches_sdpa(dtype, block_size, hq, hkv, head_dim, shared, gen):
+    num_seqs, max_ctx = 12, 200
+    prefix = 512 if shared else 0
+    num_blocks = num_seqs * ((max_ctx + prefix) // block_size + 2) + 8
+    k, v = make_cache(num_blocks, block_size, hkv, head_dim, dtype, gen)
+    tables, lens = random_batch(num_seqs, block_size, num_blocks, max_ctx, gen,
+                                shared_prefix=prefix, groups=2, zero_len=not shared)
+    q = torch.randn(num_seqs, hq, head_dim, generator=gen).to(dtype).cuda()
+    planner = ra.BatchPlanner(hq, hkv, head_dim, dtype, merge_launch_bytes=0.0)
+    batch = planner.plan_tables(tables, lens, block_size)
+    assert batch.valid and batch.num_queries == num_seqs
+    if shared:
+        assert batch.stats["num_shared_segments"] >= 1, batch.stats
+    out = torch.full_like(q, float("nan"))
+    lse = torch.empty(num_seqs, hq, dtype=torch.float32, device="cuda")
+    ra.radix_decode(q, k, v, batch, out=out, lse=lse)
+    ref, ref_lse = reference(q, k, v, batch.block_tables, batch.context_lens)
+    assert_close(out, ref, dtype, f"radix_decode shared={shared}")
+    finite = torch.isfinite(ref_lse)
+    assert torch.allclose(lse.double()[finite], ref_lse[finite], atol=1e-3, rtol=1e-3)
+    # The convenience call takes the same batch, or the raw tables (paged path).
+    out2 = torch.empty_like(q)
+    ra.radix_attention(out2, q, k, v, batch, block_size)
+    assert_close(out2, ref, dtype, "radix_attention(batch)")
+    out3 = torch.empty_like(q)
+    ra.radix_attention(out3, q, k, v, (batch.block_tables, batch.context_lens), block_size)
+    assert_close(out3, ref, dtype, "radix_attention(tables)")
+
+
+def test_sequence_manager_fork_sharing_end_to_end(gen):
+    """Requests forked from one prompt share its full blocks; the planner finds them and the
+    radix kernel matches SDPA; the side stream is honoured."""
+    bs, hq, hkv, d, dtype = 16, 8, 2, 128, torch.bfloat16
+    alloc = ra.BlockAllocator(512)
+    sm = ra.SequenceManager(alloc, bs)
+    root = sm.create(1000)
+    seqs = []
+    for i in range(16):
+        f = sm.fork(root)
+        sm.append(f.child, 1 + i * 3)
+        seqs.append(f.child)
+    k, v = make_cache(alloc.num_blocks, bs, hkv, d, dtype, gen)
+    q = torch.randn(len(seqs), hq, d, generator=gen).to(dtype).cuda()
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        planner = ra.BatchPlanner(hq, hkv, d, dtype)
+        batch = planner.plan(sm, seqs)
+        out = ra.radix_decode(q, k, v, batch)
+    stream.synchronize()
+    assert batch.stats["num_shared_segments"] >= 1
+    assert batch.seqs == seqs
+    ref, _ = reference(q, k, v, batch.block_tables, batch.context_lens)
+    assert_close(out, ref, dtype, "fork sharing")
+
+
+def test_merge_states_matches_formula(gen):
+    P, H, D = 7, 4, 64
+    po = torch.randn(P, H, D, generator=gen).cuda()
+    pl = torch.randn(P, H, generator=gen).cuda()
+    pl[3] = -math.inf  # an empty partial is ignored
+    indptr = torch.tensor([0, 3, 3, 7], dtype=torch.int32).cuda()
+    ids = torch.tensor([0, 4, 2, 1, 3, 5, 6], dtype=torch.int32).cuda()
+    lse = torch.empty(3, H, device="cuda")
+    out = ra.merge_states(po, pl, indptr, ids, lse_out=lse, out_dtype=torch.float16)
+    assert out.dtype == torch.float16 and out.shape == (3, H, D)
+    for qi, (b, e) in enumerate([(0, 3), (3, 3), (3, 7)]):
+        sel = ids[b:e].long()
+        if e == b:
+            assert torch.all(out[qi] == 0) and torch.all(torch.isneginf(lse[qi]))
+            continue
+        m = torch.logsumexp(pl[sel], dim=0)
+        w = torch.exp(pl[sel] - m)[..., None]
+        expect = (w * po[sel]).sum(0)
+        torch.testing.assert_close(out[qi].float(), expect, atol=5e-3, rtol=5e-3)
+        torch.testing.assert_close(lse[qi], m, atol=1e-5, rtol=1e-5)
