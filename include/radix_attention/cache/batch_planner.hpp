@@ -67,7 +67,10 @@ struct HostBlockTableView {
  * tile of query rows) is spread over num_sms: the target chunk length is W / num_sms, clamped to
  * [min_chunk_tokens, max_chunk_tokens]. A segment is split into equal chunks whose lengths are
  * multiples of chunk_alignment_tokens (rounded up to a multiple of the block size); no chunk is
- * shorter than min_chunk_tokens unless its segment is, and none is longer than max_chunk_tokens.
+ * longer than max_chunk_tokens, and none is shorter than min_chunk_tokens unless its segment is
+ * or max_chunk_tokens leaves no other choice (a segment shorter than 2 x min_chunk_tokens stays
+ * whole). The cost model above compares unchunked plans: chunking adds the same kind of
+ * partials to any of them.
  *
  * Defaults describe the issue's reference setup: H100 SXM, bf16, 32 q / 8 kv heads, head_dim 128.
  */
