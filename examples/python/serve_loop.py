@@ -54,7 +54,7 @@ class ToyLayer:
             return (torch.randn(*shape, generator=g) / shape[0] ** 0.5).to(dtype).to(device)
 
         self.a = a
-        self.emb = w(a.vocab, a.hidden)
+        self.emb = torch.randn(a.vocab, a.hidden, generator=g).to(dtype).to(device)
         self.wq = w(a.hidden, a.q_heads * a.head_dim)
         self.wk = w(a.hidden, a.kv_heads * a.head_dim)
         self.wv = w(a.hidden, a.kv_heads * a.head_dim)
@@ -126,7 +126,10 @@ def run(a, layer, requests, cache, share, device):
             prefill_tokens += len(todo)
             running[seq] = [r, 0, tokens[-1]]
 
-        # One decode step for every running request.
+        # One decode step for every running request; each may need a new block: make room by
+        # evicting cached prefixes nobody uses (LRU) rather than failing with CapacityError.
+        if alloc.num_free < len(running):
+            tree.evict(len(running) - alloc.num_free)
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         seqs = list(running)
@@ -152,8 +155,8 @@ def run(a, layer, requests, cache, share, device):
             end.record()
             torch.cuda.synchronize()
             paged_times.append(start.elapsed_time(end))
-            err = (ref.float() - attn.float()).abs().max().item()
-            assert err < 5e-2, f"radix_decode and paged_decode differ by {err}"
+            err = (ref.float() - attn.float()).abs().max() / ref.float().abs().max()
+            assert err < 2e-2, f"radix_decode and paged_decode differ (relative {err:.3g})"
 
         for s, tok in zip(seqs, nxt):
             running[s][1] += 1

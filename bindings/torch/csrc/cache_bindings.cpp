@@ -109,6 +109,16 @@ may be given as a list of ints or a 1-D integer CPU tensor.)doc")
           py::arg("tokens"), py::arg("namespace") = 0,
           "Longest cached prefix of tokens, in whole blocks (blocks are not retained).")
       .def(
+          "peek_prefix",
+          [](const ra::RadixTree& t, py::handle tokens, ra::NamespaceId ns) {
+            const std::vector<ra::TokenId> ids = token_ids(tokens, "RadixTree.peek_prefix", "tokens");
+            const ra::PrefixPeek p = t.peek_prefix(ids.data(), ids.size(), ns);
+            return py::make_tuple(p.num_tokens, p.unlocked_blocks);
+          },
+          py::arg("tokens"), py::arg("namespace") = 0,
+          "Read-only lookup: (cached prefix tokens, of its blocks those evictable), without "
+          "splitting, LRU update or statistics.")
+      .def(
           "insert",
           [](ra::RadixTree& t, py::handle tokens, const std::vector<ra::BlockId>& blocks,
              ra::NamespaceId ns) {

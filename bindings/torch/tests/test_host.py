@@ -104,3 +104,34 @@ def test_plan_batch_host_only_shares_prefix():
         ra.plan_batch(tables.long(), lens, block)
     with pytest.raises(ValueError):
         ra.plan_batch(tables, lens[:3], block)
+
+
+@pytest.mark.skipif(not hasattr(ra.SequenceManager, "add"), reason="library without add()")
+def test_sequence_manager_prefix_cache_add_finish():
+    bs = 4
+    a = ra.BlockAllocator(16)
+    tree = ra.RadixTree(a, bs)
+    sm = ra.SequenceManager(a, tree)
+    assert sm.has_tree
+    prompt = list(range(1, 14))  # 13 tokens: 3 full blocks + 1
+    s1 = sm.add(prompt)
+    assert sm.cached_prefix_len(s1) == 0
+    assert sm.take_slot_mapping([s1]).numel() == 13
+    sm.append_tokens(s1, [99, 98, 97])  # 16 tokens: 4 full blocks
+    sm.finish(s1)
+    assert tree.cached_blocks == 4
+    # Same prompt: the 3 full prompt blocks come from the cache (the last token is computed).
+    s2 = sm.add(torch.tensor(prompt))
+    assert sm.cached_prefix_len(s2) == 12
+    assert sm.take_slot_mapping([s2]).numel() == 1
+    assert tree.peek_prefix(prompt) == (12, 0)  # its 3 blocks are locked by s2
+    # Other namespace: nothing shared.
+    s3 = sm.add(prompt, namespace=5)
+    assert sm.cached_prefix_len(s3) == 0
+    sm.abort(s3)
+    with pytest.raises(ra.CapacityError):
+        sm.add(list(range(200)))  # more than the pool, even after evicting
+    tree.validate()
+    sm.finish(s2)
+    tree.validate()
+    assert tree.stats().hit_rate > 0
