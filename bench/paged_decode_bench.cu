@@ -68,6 +68,45 @@ __global__ void read_only(const uint4* data, std::size_t n, unsigned* sink) {
   if (acc == 0x12345678u) *sink = acc;  // practically never taken; keeps `acc` live
 }
 
+// Reads the K and V rows of every token through the block table, `heads` kv heads at a time
+// (heads x 256 contiguous bytes per token), and folds them: the bandwidth of the paged layout's
+// access pattern alone, without attention arithmetic. grid = (kv heads / heads, seqs, heads);
+// the z dimension splits each context so every variant launches the same number of CTAs.
+__global__ void paged_gather(const uint4* k, const uint4* v, const std::int32_t* table,
+                             int blocks_per_seq, int ctx, int block_size, int heads,
+                             unsigned* sink) {
+  const int seq = blockIdx.y;
+  const int chunks = heads * kHeadDim / 8;  // 16-byte pieces per token
+  const int tokens_per_pass = blockDim.x / chunks;
+  const int c = threadIdx.x % chunks;
+  const int part = (ctx + gridDim.z - 1) / gridDim.z;
+  const int end = min(ctx, (blockIdx.z + 1) * part);
+  const std::int32_t* row = table + static_cast<long long>(seq) * blocks_per_seq;
+  auto offset = [&](int tok) {
+    const long long slot =
+        static_cast<long long>(row[tok / block_size]) * block_size + tok % block_size;
+    return (slot * kKvHeads + blockIdx.x * heads) * (kHeadDim / 8) + c;
+  };
+  unsigned acc = 0;
+  int tok = blockIdx.z * part + threadIdx.x / chunks;
+  for (; tok + 3 * tokens_per_pass < end; tok += 4 * tokens_per_pass) {  // 8 loads in flight
+    uint4 x[8];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const long long o = offset(tok + u * tokens_per_pass);
+      x[2 * u] = k[o];
+      x[2 * u + 1] = v[o];
+    }
+#pragma unroll
+    for (int u = 0; u < 8; ++u) acc ^= x[u].x ^ x[u].y ^ x[u].z ^ x[u].w;
+  }
+  for (; tok < end; tok += tokens_per_pass) {
+    const long long o = offset(tok);
+    acc ^= k[o].x ^ v[o].y;
+  }
+  if (acc == 0x12345678u) *sink = acc;
+}
+
 class EventTimer {
  public:
   EventTimer() {
@@ -138,7 +177,8 @@ void BM_ceiling_read_only(benchmark::State& state) {
   g_read_ceiling_gbps = state.counters["GB/s"];
 }
 
-void BM_paged_decode(benchmark::State& state, int num_seqs, int ctx, int block_size) {
+void BM_paged_decode(benchmark::State& state, int num_seqs, int ctx, int block_size,
+                     int gather_heads = 0) {
   const int blocks_per_seq = (ctx + block_size - 1) / block_size;
   const int num_blocks = num_seqs * blocks_per_seq;
   const std::size_t kv_elems = std::size_t(num_blocks) * block_size * kKvHeads * kHeadDim;
@@ -173,6 +213,17 @@ void BM_paged_decode(benchmark::State& state, int num_seqs, int ctx, int block_s
   state.counters["splits"] =
       radix_attention::paged_decode_num_splits(kQHeads, cache, tables, options);
   const double bytes = 2.0 * double(num_seqs) * ctx * kKvHeads * kHeadDim * sizeof(bf16);
+  if (gather_heads > 0) {
+    DeviceArray<unsigned> sink(1);
+    const dim3 grid(kKvHeads / gather_heads, num_seqs, gather_heads);
+    timed_loop(state, bytes, [&] {
+      paged_gather<<<grid, 256>>>(reinterpret_cast<const uint4*>(k.ptr),
+                                  reinterpret_cast<const uint4*>(v.ptr), d_table.ptr,
+                                  blocks_per_seq, ctx, block_size, gather_heads, sink.ptr);
+      RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+    });
+    return;
+  }
   timed_loop(state, bytes, [&] {
     radix_attention::paged_decode(q.ptr, kQHeads, cache, tables, out.ptr, lse.ptr, ws.ptr, ws_bytes,
                                   nullptr, options);
@@ -186,6 +237,16 @@ void register_all() {
   benchmark::RegisterBenchmark("BM_ceiling/d2d_copy", BM_ceiling_d2d_copy)
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond);
+  for (int bs : {16, 1}) {
+    for (int heads : {1, 2, 8}) {
+      const std::string name = "BM_ceiling/paged_gather_b64_ctx4096_bs" + std::to_string(bs) +
+                               "_heads" + std::to_string(heads);
+      benchmark::RegisterBenchmark(
+          name.c_str(), [=](benchmark::State& st) { BM_paged_decode(st, 64, 4096, bs, heads); })
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+    }
+  }
   struct Shape {
     int seqs, ctx;
   };

@@ -47,6 +47,11 @@ __global__ void __launch_bounds__(detail::kMergeWarps * 32)
     merge_states_kernel(const MergeStatesParams<T> p) {
   using WarpReduce = cub::WarpReduce<float>;
   __shared__ typename WarpReduce::TempStorage reduce_storage[detail::kMergeWarps];
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Launched as a programmatic dependent of the kernel that wrote the partials: wait here
+  // until that grid has completed and its writes are visible (a no-op otherwise).
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const long long pair = static_cast<long long>(blockIdx.x) * detail::kMergeWarps + warp;

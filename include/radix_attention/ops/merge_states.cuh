@@ -4,6 +4,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 
 #include "radix_attention/core/cuda_check.cuh"
@@ -13,6 +15,22 @@
 namespace radix_attention {
 namespace detail {
 
+/// Whether the current device supports programmatic dependent launch (compute capability 9+),
+/// cached per device.
+inline bool device_supports_pdl() {
+  static std::array<std::atomic<int>, 64> cache{};  // 0 unknown, 1 no, 2 yes
+  int device = 0;
+  RADIX_ATTENTION_CUDA_CHECK(cudaGetDevice(&device));
+  if (device < 64 && cache[device].load(std::memory_order_relaxed) != 0) {
+    return cache[device].load(std::memory_order_relaxed) == 2;
+  }
+  int major = 0;
+  RADIX_ATTENTION_CUDA_CHECK(
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (device < 64) cache[device].store(major >= 9 ? 2 : 1, std::memory_order_relaxed);
+  return major >= 9;
+}
+
 template <class T>
 void launch_merge_states(const MergeStatesParams<T>& params, cudaStream_t stream) {
   const long long pairs = static_cast<long long>(params.num_queries) * params.num_heads;
@@ -20,8 +38,21 @@ void launch_merge_states(const MergeStatesParams<T>& params, cudaStream_t stream
   const long long blocks = (pairs + kMergeWarps - 1) / kMergeWarps;
   expects_that(blocks <= 0x7fffffffLL, "merge_states: num_queries * num_heads = ", pairs,
                " is too large for one launch");
-  merge_states_kernel<T><<<static_cast<unsigned>(blocks), kMergeWarps * 32, 0, stream>>>(params);
-  RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>(blocks));
+  config.blockDim = dim3(kMergeWarps * 32);
+  config.stream = stream;
+  // Programmatic dependent launch (sm_90+): the merge grid is scheduled while the producer of
+  // the partials drains, hiding its launch latency; the kernel waits for the producer's
+  // completion (griddepcontrol.wait) before reading anything.
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  if (device_supports_pdl()) {
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+  }
+  RADIX_ATTENTION_CUDA_CHECK(cudaLaunchKernelEx(&config, merge_states_kernel<T>, params));
 }
 
 }  // namespace detail

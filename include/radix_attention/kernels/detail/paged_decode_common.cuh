@@ -38,6 +38,14 @@ struct PagedDecodeParams {
 
 namespace detail {
 
+/// Lets a programmatic dependent grid (the split-KV merge) be scheduled once every CTA of this
+/// grid has started; the dependent still waits for this grid's completion before reading.
+__device__ __forceinline__ void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 /// Token range [begin, end) of split `split` of a context of `ctx` tokens. Ranges are multiples
 /// of `align` tokens (the kernel's tile) so that only a split's last tile is partial.
 __device__ __forceinline__ void split_range(int ctx, int split, int num_splits, int align,
@@ -65,21 +73,29 @@ __device__ __forceinline__ int token_slot(const PagedDecodeParams<T>& p, int blo
   return block * p.block_size + token % p.block_size;
 }
 
-/// Scratch layout of the epilogue, carved from the kernel's (then idle) shared memory.
-template <int kWarps, int kRows, int D>
-struct EpilogueSmem {
-  float out[kWarps][kRows][D];  ///< unnormalised per-warp output rows
+/// Per-row statistics of the epilogue (small; the per-warp output rows live elsewhere).
+template <int kWarps, int kRows>
+struct EpilogueStats {
   float max[kWarps][kRows];     ///< per-warp running max (base-2 domain)
   float sum[kWarps][kRows];     ///< per-warp sum of exp2(score - max)
   float weight[kWarps][kRows];  ///< exp2(max_w - M) / total sum
   float lse[kRows];             ///< natural-log LSE of the CTA's range
 };
 
-/// Combines the per-warp states in `s` (already written, followed by a barrier) and stores
-/// rows [0, rows) of the CTA: the final output (T) + LSE when num_splits == 1, else the float
-/// partial state of split `split`. A CTA that saw no token writes zeros and LSE = -inf.
+/// Scratch of the epilogue when it can have one region: output rows + statistics.
+template <int kWarps, int kRows, int D>
+struct EpilogueSmem {
+  float out[kWarps][kRows][D];  ///< unnormalised per-warp output rows
+  EpilogueStats<kWarps, kRows> stats;
+};
+
+/// Combines the per-warp states (`out`, `s` already written, followed by a barrier) and stores
+/// rows [0, rows) of one work item: the final output (T) + LSE when num_splits == 1, else the
+/// float partial state of split `split`. An item that saw no token writes zeros and LSE = -inf.
+/// Ends with a barrier, so the scratch may be reused right after.
 template <class T, int kWarps, int kRows, int D, int kThreads>
-__device__ void combine_warps_and_store(EpilogueSmem<kWarps, kRows, D>& s,
+__device__ void combine_warps_and_store(const float (*out)[kRows][D],
+                                        EpilogueStats<kWarps, kRows>& s,
                                         const PagedDecodeParams<T>& p, int seq, int split,
                                         int head0, int rows) {
   const int tid = threadIdx.x;
@@ -106,7 +122,7 @@ __device__ void combine_warps_and_store(EpilogueSmem<kWarps, kRows, D>& s,
     const int d = i % D;
     float o = 0.f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) o += s.out[w][r][d] * s.weight[w][r];
+    for (int w = 0; w < kWarps; ++w) o += out[w][r][d] * s.weight[w][r];
     if (partial) {
       p.partial_out[(row0 + r) * D + d] = o;
     } else {
@@ -120,6 +136,7 @@ __device__ void combine_warps_and_store(EpilogueSmem<kWarps, kRows, D>& s,
       p.lse[row0 + tid] = s.lse[tid];
     }
   }
+  __syncthreads();
 }
 
 }  // namespace detail

@@ -60,6 +60,7 @@ __global__ void __launch_bounds__(PagedDecodeSimtTraits<T, D>::kThreads)
   extern __shared__ __align__(128) unsigned char smem[];
 
   const int warp = threadIdx.x / 32;
+  allow_dependent_launch();
   const int lane = threadIdx.x % 32;
   const int split = blockIdx.x;
   const int kv_head = blockIdx.y / p.head_chunks;
@@ -123,8 +124,8 @@ __global__ void __launch_bounds__(PagedDecodeSimtTraits<T, D>::kThreads)
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (lane == 0) {
-      epi.max[warp][r] = row_max[r];
-      epi.sum[warp][r] = row_sum[r];
+      epi.stats.max[warp][r] = row_max[r];
+      epi.stats.sum[warp][r] = row_sum[r];
     }
 #pragma unroll
     for (int e = 0; e < E; ++e) {
@@ -132,7 +133,8 @@ __global__ void __launch_bounds__(PagedDecodeSimtTraits<T, D>::kThreads)
     }
   }
   __syncthreads();
-  combine_warps_and_store<T, Tr::kWarps, R, D, Tr::kThreads>(epi, p, seq, split, head0, rows);
+  combine_warps_and_store<T, Tr::kWarps, R, D, Tr::kThreads>(epi.out, epi.stats, p, seq, split,
+                                                             head0, rows);
 }
 
 }  // namespace radix_attention::detail

@@ -69,6 +69,7 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D>::kThreads)
   int* slot_ring = reinterpret_cast<int*>(smem + Tr::kPipeBytes + Tr::kQBytes);
 
   const int tid = threadIdx.x;
+  allow_dependent_launch();
   const int warp = tid / 32;
   const int lane = tid % 32;
   const int split = blockIdx.x;
@@ -260,10 +261,10 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D>::kThreads)
     row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
   }
   if (c == 0) {
-    epi.max[warp][g] = row_max[0];
-    epi.max[warp][g + 8] = row_max[1];
-    epi.sum[warp][g] = row_sum[0];
-    epi.sum[warp][g + 8] = row_sum[1];
+    epi.stats.max[warp][g] = row_max[0];
+    epi.stats.max[warp][g + 8] = row_max[1];
+    epi.stats.sum[warp][g] = row_sum[0];
+    epi.stats.sum[warp][g + 8] = row_sum[1];
   }
 #pragma unroll
   for (int j = 0; j < D / 8; ++j) {
@@ -273,8 +274,8 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D>::kThreads)
         make_float2(o_acc[j][2], o_acc[j][3]);
   }
   __syncthreads();
-  combine_warps_and_store<T, Tr::kWarps, Tr::kRows, D, Tr::kThreads>(epi, p, seq, split, head0,
-                                                                     rows);
+  combine_warps_and_store<T, Tr::kWarps, Tr::kRows, D, Tr::kThreads>(epi.out, epi.stats, p, seq,
+                                                                     split, head0, rows);
 }
 
 }  // namespace radix_attention::detail
