@@ -26,7 +26,7 @@ from torch.utils.cpp_extension import BuildExtension, CUDAExtension  # noqa: E40
 CSRC = os.path.join("csrc")
 SOURCES = [
     "module.cpp", "errors.cpp", "cache_bindings.cpp", "planner_bindings.cpp", "ops_bindings.cpp",
-    "launch_dispatch.cpp",
+    "reference_bindings.cpp", "launch_dispatch.cpp",
     # One .cu per (operation, dtype): the kernel instances build in parallel.
     "paged_float.cu", "paged_half.cu", "paged_bf16.cu",
     "radix_float.cu", "radix_half.cu", "radix_bf16.cu",

@@ -10,6 +10,8 @@ namespace radix_attention_torch {
 void bind_cache(pybind11::module_& m);
 /// RadixPlan, plan_batch, BatchPlanner, RadixBatch (planner_bindings.cpp).
 void bind_planner(pybind11::module_& m);
+/// validate_block_tables, reference_paged_decode (reference_bindings.cpp).
+void bind_reference(pybind11::module_& m);
 /// paged_decode, radix_decode, merge_states (ops_bindings.cpp).
 void bind_ops(pybind11::module_& m);
 

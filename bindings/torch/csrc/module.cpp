@@ -11,5 +11,6 @@ PYBIND11_MODULE(_C, m) {
   radix_attention_torch::register_exceptions(m);
   radix_attention_torch::bind_cache(m);
   radix_attention_torch::bind_planner(m);
+  radix_attention_torch::bind_reference(m);
   radix_attention_torch::bind_ops(m);
 }

@@ -4,7 +4,8 @@ paged KV cache, and the radix-tree prefix cache that finds the shared prefixes.
 Kernels (CUDA tensors, current stream):
     paged_decode, radix_decode, merge_states, radix_attention
 Host side (plain C++ objects):
-    BlockAllocator, RadixTree, SequenceManager, BatchPlanner (-> RadixBatch), plan_batch
+    BlockAllocator, RadixTree, SequenceManager, BatchPlanner (-> RadixBatch), plan_batch,
+    validate_block_tables, reference_paged_decode (float64 CPU reference)
 Errors (all subclasses of Error, itself a RuntimeError):
     InvalidArgument (also ValueError), ArgumentTypeError (also TypeError),
     CapacityError (also MemoryError), StateError, CudaError
@@ -35,6 +36,8 @@ from ._C import (  # noqa: F401
     paged_decode,
     plan_batch,
     radix_decode,
+    reference_paged_decode,
+    validate_block_tables,
 )
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "CudaError", "Error", "ForkResult", "InsertResult", "InvalidArgument", "NodeHandle",
     "PrefixMatch", "RadixBatch", "RadixPlan", "RadixTree", "RadixTreeStats", "SequenceManager",
     "StateError", "merge_states", "paged_decode", "plan_batch", "radix_decode", "radix_attention",
+    "reference_paged_decode", "validate_block_tables",
 ]
 
 
