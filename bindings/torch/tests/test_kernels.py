@@ -94,7 +94,9 @@ def test_sequence_manager_fork_sharing_end_to_end(gen):
         planner = ra.BatchPlanner(hq, hkv, d, dtype)
         batch = planner.plan(sm, seqs)
         out = ra.radix_decode(q, k, v, batch)
+        fixed = ra.radix_decode(q, k, v, batch, fixed_grid=True)  # persistent-grid variant
     stream.synchronize()
+    assert torch.equal(fixed, out)
     assert batch.stats["num_shared_segments"] >= 1
     assert batch.seqs == seqs
     ref, _ = reference(q, k, v, batch.block_tables, batch.context_lens)
