@@ -9,6 +9,7 @@
 /// an xor butterfly (every lane needs the sum, which cub::WarpReduce leaves in lane 0 only).
 
 #include <cstdint>
+#include <type_traits>
 
 #include "radix_attention/kernels/detail/paged_decode_common.cuh"
 
