@@ -2,6 +2,18 @@
 /// @file
 /// Host launcher of paged decode attention: validates every argument, plans split-KV,
 /// dispatches (dtype, head_dim) to a kernel instance at one place, and launches on a stream.
+///
+/// Typical use (all pointers device memory; the workspace is sized once for the largest batch):
+/// @code
+///   radix_attention::PagedKvCacheView<__nv_bfloat16> cache{k, v, num_blocks, block_size,
+///                                                          num_kv_heads, head_dim};
+///   radix_attention::BlockTableView tables{block_tables, context_lens, num_seqs,
+///                                          max_blocks_per_seq, row_stride};
+///   std::size_t bytes = radix_attention::paged_decode_workspace_bytes(num_q_heads, cache, tables);
+///   // ... allocate `bytes` once ...
+///   radix_attention::paged_decode(q, num_q_heads, cache, tables, out, lse, workspace, bytes,
+///                                 stream);
+/// @endcode
 
 #include <cuda_runtime_api.h>
 
