@@ -47,15 +47,14 @@ completely or raises and changes nothing; running out raises CapacityError.)doc"
       .def("ref_count", &ra::BlockAllocator::ref_count, py::arg("block"))
       .def("allocate", &ra::BlockAllocator::allocate, py::arg("n"),
            "Allocates n blocks (all or nothing), each with reference count 1.")
-      .def("retain", py::overload_cast<ra::BlockId>(&ra::BlockAllocator::retain),
-           py::arg("block"))
-      .def("retain", py::overload_cast<const std::vector<ra::BlockId>&>(
-                         &ra::BlockAllocator::retain),
+      .def("retain", py::overload_cast<ra::BlockId>(&ra::BlockAllocator::retain), py::arg("block"))
+      .def("retain",
+           py::overload_cast<const std::vector<ra::BlockId>&>(&ra::BlockAllocator::retain),
            py::arg("blocks"))
       .def("release", py::overload_cast<ra::BlockId>(&ra::BlockAllocator::release),
            py::arg("block"))
-      .def("release", py::overload_cast<const std::vector<ra::BlockId>&>(
-                          &ra::BlockAllocator::release),
+      .def("release",
+           py::overload_cast<const std::vector<ra::BlockId>&>(&ra::BlockAllocator::release),
            py::arg("blocks"))
       .def("__repr__", [](const ra::BlockAllocator& a) {
         return "BlockAllocator(num_blocks=" + std::to_string(a.num_blocks()) +
@@ -111,7 +110,8 @@ may be given as a list of ints or a 1-D integer CPU tensor.)doc")
       .def(
           "peek_prefix",
           [](const ra::RadixTree& t, py::handle tokens, ra::NamespaceId ns) {
-            const std::vector<ra::TokenId> ids = token_ids(tokens, "RadixTree.peek_prefix", "tokens");
+            const std::vector<ra::TokenId> ids =
+                token_ids(tokens, "RadixTree.peek_prefix", "tokens");
             const ra::PrefixPeek p = t.peek_prefix(ids.data(), ids.size(), ns);
             return py::make_tuple(p.num_tokens, p.unlocked_blocks);
           },
@@ -142,12 +142,13 @@ may be given as a list of ints or a 1-D integer CPU tensor.)doc")
       .def_property_readonly("num_nodes", &ra::RadixTree::num_nodes)
       .def("parent", &ra::RadixTree::parent, py::arg("node"))
       .def("children", &ra::RadixTree::children, py::arg("node"))
-      .def("token_range",
-           [](const ra::RadixTree& t, ra::NodeHandle n) {
-             const ra::TokenRange r = t.token_range(n);
-             return py::make_tuple(r.begin, r.end);
-           },
-           py::arg("node"))
+      .def(
+          "token_range",
+          [](const ra::RadixTree& t, ra::NodeHandle n) {
+            const ra::TokenRange r = t.token_range(n);
+            return py::make_tuple(r.begin, r.end);
+          },
+          py::arg("node"))
       .def("edge_tokens", &ra::RadixTree::edge_tokens, py::arg("node"))
       .def("node_blocks", &ra::RadixTree::node_blocks, py::arg("node"))
       .def("path_blocks", &ra::RadixTree::path_blocks, py::arg("node"))
@@ -174,8 +175,7 @@ void bind_prefix_cache_members(py::class_<SM>& cls) {
     cls.def(py::init([](ra::BlockAllocator& allocator, ra::RadixTree& tree) {
               return std::make_unique<SM>(allocator, tree);
             }),
-            py::arg("allocator"), py::arg("tree"), py::keep_alive<1, 2>(),
-            py::keep_alive<1, 3>(),
+            py::arg("allocator"), py::arg("tree"), py::keep_alive<1, 2>(), py::keep_alive<1, 3>(),
             "A manager whose sequences share prefixes through `tree` (block_size from the tree).")
         .def(
             "add",
@@ -223,9 +223,9 @@ Block tables of the live sequences over a BlockAllocator: create / append / fork
 and their export as int32 tensors (block tables, context lengths, slot mapping). Built over a
 RadixTree, requests reuse cached prefixes (add) and leave their blocks cached (finish).)doc");
   cls.def(py::init([](ra::BlockAllocator& allocator, std::int32_t block_size) {
-             return std::make_unique<ra::SequenceManager>(allocator, block_size);
-           }),
-           py::arg("allocator"), py::arg("block_size"), py::keep_alive<1, 2>())
+            return std::make_unique<ra::SequenceManager>(allocator, block_size);
+          }),
+          py::arg("allocator"), py::arg("block_size"), py::keep_alive<1, 2>())
       .def_property_readonly("block_size", &ra::SequenceManager::block_size)
       .def("create", &ra::SequenceManager::create, py::arg("num_tokens"))
       .def("append", &ra::SequenceManager::append, py::arg("seq"), py::arg("num_tokens") = 1)

@@ -41,7 +41,8 @@ inline std::vector<std::int32_t> token_ids(const pybind11::handle& obj, const ch
   namespace py = pybind11;
   if (THPVariable_Check(obj.ptr())) {
     const at::Tensor t = THPVariable_Unpack(obj.ptr());
-    if (t.dim() != 1 || t.is_cuda() || !at::isIntegralType(t.scalar_type(), /*includeBool=*/false)) {
+    if (t.dim() != 1 || t.is_cuda() ||
+        !at::isIntegralType(t.scalar_type(), /*includeBool=*/false)) {
       throw ArgumentTypeError(std::string(fn) + ": " + arg +
                               " must be a 1-D integer CPU tensor or a sequence of ints");
     }

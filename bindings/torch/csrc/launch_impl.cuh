@@ -82,8 +82,8 @@ void merge_states(const MergeArgs& a) {
   }
 
 /// Instantiates the radix-decode launch for element type T.
-#define RADIX_ATTENTION_TORCH_INSTANTIATE_RADIX(T)                                           \
-  namespace radix_attention_torch::typed {                                                   \
-  template void radix_decode<T>(const DecodeArgs&, const radix_attention::DeviceRadixPlan&, \
-                                void*, std::size_t, bool);                                   \
+#define RADIX_ATTENTION_TORCH_INSTANTIATE_RADIX(T)                                                 \
+  namespace radix_attention_torch::typed {                                                         \
+  template void radix_decode<T>(const DecodeArgs&, const radix_attention::DeviceRadixPlan&, void*, \
+                                std::size_t, bool);                                                \
   }

@@ -6,8 +6,9 @@
 #include "errors.hpp"
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "PyTorch binding of radix_attention: paged / shared-prefix decode attention and the "
-            "radix-tree prefix cache.";
+  m.doc() =
+      "PyTorch binding of radix_attention: paged / shared-prefix decode attention and the "
+      "radix-tree prefix cache.";
   radix_attention_torch::register_exceptions(m);
   radix_attention_torch::bind_cache(m);
   radix_attention_torch::bind_planner(m);

@@ -188,9 +188,8 @@ at::Tensor radix_decode_py(const at::Tensor& query, const at::Tensor& key_cache,
 }
 
 at::Tensor merge_states_py(const at::Tensor& partial_out, const at::Tensor& partial_lse,
-                           const at::Tensor& query_partial_indptr,
-                           const at::Tensor& query_partials, std::optional<at::Tensor> out,
-                           std::optional<at::Tensor> lse_out,
+                           const at::Tensor& query_partial_indptr, const at::Tensor& query_partials,
+                           std::optional<at::Tensor> out, std::optional<at::Tensor> lse_out,
                            std::optional<at::ScalarType> out_dtype) {
   const ArgChecker c("merge_states");
   c.cuda("partial_out", partial_out);
@@ -207,7 +206,8 @@ at::Tensor merge_states_py(const at::Tensor& partial_out, const at::Tensor& part
   c.dim("query_partial_indptr", query_partial_indptr, 1, "[num_queries + 1]");
   c.contiguous("query_partial_indptr", query_partial_indptr);
   if (query_partial_indptr.size(0) < 1) {
-    c.fail_value("query_partial_indptr", query_partial_indptr, "needs num_queries + 1 >= 1 entries");
+    c.fail_value("query_partial_indptr", query_partial_indptr,
+                 "needs num_queries + 1 >= 1 entries");
   }
   c.cuda("query_partials", query_partials, partial_out, "partial_out");
   c.dtype("query_partials", query_partials, at::kInt);
@@ -283,8 +283,7 @@ Returns: out. Runs on the current CUDA stream of query's device.)doc");
 
   m.def("radix_decode", &radix_decode_py, py::arg("query"), py::arg("key_cache"),
         py::arg("value_cache"), py::arg("batch"), py::kw_only(), py::arg("out") = py::none(),
-        py::arg("lse") = py::none(), py::arg("scale") = py::none(),
-        py::arg("fixed_grid") = false,
+        py::arg("lse") = py::none(), py::arg("scale") = py::none(), py::arg("fixed_grid") = false,
         R"doc(Shared-prefix (radix) decode attention over a batch planned by BatchPlanner.
 
 Computes exactly what paged_decode computes for the batch's rows (row q of query is the new

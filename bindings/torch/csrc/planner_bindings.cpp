@@ -73,17 +73,20 @@ class BatchPlanner {
     ra::detail::check_planner_options(withSms(options_, num_sms_.value_or(132)));
     radix_attention::expects(num_plan_buffers >= 1 && num_plan_buffers <= 64, "num_plan_buffers",
                              num_plan_buffers, "must be in [1, 64]");
-    for (std::int32_t i = 0; i < num_plan_buffers; ++i) slots_.push_back(std::make_shared<PlanSlot>());
+    for (std::int32_t i = 0; i < num_plan_buffers; ++i)
+      slots_.push_back(std::make_shared<PlanSlot>());
   }
 
   RadixBatch plan_tables(const ra::BlockTables& tables, std::int32_t block_size,
                          std::optional<at::Device> device_arg, std::vector<std::int64_t> seqs) {
     const at::Device device = resolve_device(device_arg);
     const c10::cuda::CUDAGuard guard(device);
-    ra::PlannerOptions options = withSms(options_, num_sms_.has_value() ? *num_sms_ : sm_count(device));
+    ra::PlannerOptions options =
+        withSms(options_, num_sms_.has_value() ? *num_sms_ : sm_count(device));
     RadixBatch batch;
     batch.plan = ra::plan(tables, block_size, options, &batch.stats);
-    batch.shape = PlanShape{options.num_q_heads, options.num_kv_heads, options.head_dim, block_size};
+    batch.shape =
+        PlanShape{options.num_q_heads, options.num_kv_heads, options.head_dim, block_size};
     batch.host_context_lens = tables.context_lens;
     batch.max_context_len =
         tables.context_lens.empty()
@@ -98,7 +101,8 @@ class BatchPlanner {
     // A batch with no rows keeps one padding column so its tensors are valid kernel arguments.
     const std::int32_t columns = std::max(tables.max_blocks_per_seq, 1);
     std::vector<std::int32_t> padded = tables.block_tables;
-    if (tables.max_blocks_per_seq == 0) padded.assign(static_cast<std::size_t>(tables.num_seqs), -1);
+    if (tables.max_blocks_per_seq == 0)
+      padded.assign(static_cast<std::size_t>(tables.num_seqs), -1);
     batch.block_tables = int32_tensor(padded, {tables.num_seqs, columns}, device);
     batch.context_lens = int32_tensor(tables.context_lens, {tables.num_seqs}, device);
     slot->plan.upload(batch.plan, tables.context_lens, options.num_q_heads / options.num_kv_heads,
@@ -210,9 +214,9 @@ A batch's work as flat int32 CSR arrays (see the C++ radix_attention::RadixPlan)
          at::ScalarType dtype, std::int32_t num_sms, bool enable_sharing) {
         const ArgChecker c("plan_batch");
         const ra::BlockTables tables = tables_from_tensors(c, block_tables, context_lens);
-        ra::PlannerOptions o = make_options(num_q_heads, num_kv_heads, head_dim, dtype,
-                                            enable_sharing, 256, 0, 64, 64, 32.0 * 1024,
-                                            4.0 * 1024 * 1024);
+        ra::PlannerOptions o =
+            make_options(num_q_heads, num_kv_heads, head_dim, dtype, enable_sharing, 256, 0, 64, 64,
+                         32.0 * 1024, 4.0 * 1024 * 1024);
         o.num_sms = num_sms;
         ra::PlanStats stats;
         ra::RadixPlan plan = ra::plan(tables, block_size, o, &stats);
@@ -220,8 +224,7 @@ A batch's work as flat int32 CSR arrays (see the C++ radix_attention::RadixPlan)
       },
       py::arg("block_tables"), py::arg("context_lens"), py::arg("block_size"), py::kw_only(),
       py::arg("num_q_heads") = 32, py::arg("num_kv_heads") = 8, py::arg("head_dim") = 128,
-      py::arg("dtype") = at::kBFloat16, py::arg("num_sms") = 132,
-      py::arg("enable_sharing") = true,
+      py::arg("dtype") = at::kBFloat16, py::arg("num_sms") = 132, py::arg("enable_sharing") = true,
       "Host-only planning (no GPU needed): returns (RadixPlan, stats dict) for int32 tables.");
 }
 

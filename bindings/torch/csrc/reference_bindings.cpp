@@ -34,8 +34,8 @@ void validate_block_tables_py(const at::Tensor& block_tables, const at::Tensor& 
   check_tables_host(c, block_tables, context_lens);
   const at::Tensor bt = block_tables.to(at::kCPU).contiguous();
   const at::Tensor cl = context_lens.to(at::kCPU).contiguous();
-  ra::validate_block_tables(bt.data_ptr<std::int32_t>(), bt.size(1),
-                            cl.data_ptr<std::int32_t>(), c.to_int("num_seqs", bt.size(0)),
+  ra::validate_block_tables(bt.data_ptr<std::int32_t>(), bt.size(1), cl.data_ptr<std::int32_t>(),
+                            c.to_int("num_seqs", bt.size(0)),
                             c.to_int("block_tables.size(1)", bt.size(1)),
                             c.to_int("block_size", block_size), num_blocks);
 }
@@ -62,7 +62,8 @@ py::tuple reference_paged_decode_py(const at::Tensor& query, const at::Tensor& k
   const int num_q_heads = c.to_int("query.size(1)", q.size(1));
   const int block_size = c.to_int("key_cache.size(1)", k.size(1));
   ra::validate_block_tables(bt.data_ptr<std::int32_t>(), bt.size(1), cl.data_ptr<std::int32_t>(),
-                            num_seqs, c.to_int("block_tables.size(1)", std::max<std::int64_t>(bt.size(1), 1)),
+                            num_seqs,
+                            c.to_int("block_tables.size(1)", std::max<std::int64_t>(bt.size(1), 1)),
                             block_size, k.size(0));
   ra::reference::HostPagedCache<float> cache;
   cache.k = k.data_ptr<float>();

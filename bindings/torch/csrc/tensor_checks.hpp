@@ -69,15 +69,17 @@ class ArgChecker {
       if (t.scalar_type() == a) return;
     }
     std::string list;
-    for (at::ScalarType a : allowed) list += (list.empty() ? "" : ", ") + std::string(c10::toString(a));
+    for (at::ScalarType a : allowed)
+      list += (list.empty() ? "" : ", ") + std::string(c10::toString(a));
     fail_type(arg, t, "must have one of the dtypes " + list);
   }
 
   void same_dtype(const char* arg, const at::Tensor& t, const at::Tensor& ref,
                   const char* ref_name) const {
     if (t.scalar_type() != ref.scalar_type()) {
-      fail_type(arg, t, std::string("must have the dtype of ") + ref_name + " (" +
-                            c10::toString(ref.scalar_type()) + ")");
+      fail_type(arg, t,
+                std::string("must have the dtype of ") + ref_name + " (" +
+                    c10::toString(ref.scalar_type()) + ")");
     }
   }
 
@@ -103,9 +105,9 @@ class ArgChecker {
   void size(const char* arg, const at::Tensor& t, std::int64_t d, std::int64_t expected,
             const std::string& meaning) const {
     if (t.size(d) != expected) {
-      fail_value(arg, t,
-                 "size(" + std::to_string(d) + ") must be " + std::to_string(expected) + " " +
-                     meaning);
+      fail_value(
+          arg, t,
+          "size(" + std::to_string(d) + ") must be " + std::to_string(expected) + " " + meaning);
     }
   }
 
