@@ -27,7 +27,7 @@ namespace radix_attention {
  * RadixMmaTraits<T, HEAD_DIM>::kThreads threads and kSmemBytes of dynamic shared memory.
  */
 template <class T, int HEAD_DIM>
-__global__ void __launch_bounds__(detail::RadixMmaTraits<T, HEAD_DIM>::kThreads)
+__global__ void __launch_bounds__(detail::RadixMmaTraits<T, HEAD_DIM>::kThreads, 1)
     radix_decode_mma_kernel(const detail::RadixKernelParams<T> p) {
   static_assert(DTypeTraits<T>::is_16bit, "the tensor-core path takes 16-bit inputs");
   extern __shared__ __align__(16) unsigned char radix_smem[];
@@ -37,19 +37,15 @@ __global__ void __launch_bounds__(detail::RadixMmaTraits<T, HEAD_DIM>::kThreads)
   for (int w = blockIdx.x; w < total; w += gridDim.x) {
     const int item = w / p.num_kv_heads;
     const int kv_head = w - item * p.num_kv_heads;
-    const int chunk = p.plan.item_chunk[item];
-    const int row_begin = p.plan.item_row_begin[item];
-    const int chunk_rows =
-        (p.plan.chunk_query_indptr[chunk + 1] - p.plan.chunk_query_indptr[chunk]) * p.group_size;
-    const int rows = min(detail::kRadixRowsPerTile, chunk_rows - row_begin);
+    const detail::RadixItem it = detail::load_radix_item(p.plan.items + item);
     // Layout per item (uniform over the CTA): rows on warps when there are many, tokens on
     // warps when there are few.
-    if (rows <= 16) {
-      detail::radix_mma_item<T, HEAD_DIM, 1>(p, sm, chunk, row_begin, rows, kv_head);
-    } else if (rows <= 32) {
-      detail::radix_mma_item<T, HEAD_DIM, 2>(p, sm, chunk, row_begin, rows, kv_head);
+    if (it.rows <= 16) {
+      detail::radix_mma_item<T, HEAD_DIM, 1>(p, sm, it, kv_head);
+    } else if (it.rows <= 32) {
+      detail::radix_mma_item<T, HEAD_DIM, 2>(p, sm, it, kv_head);
     } else {
-      detail::radix_mma_item<T, HEAD_DIM, 4>(p, sm, chunk, row_begin, rows, kv_head);
+      detail::radix_mma_item<T, HEAD_DIM, 4>(p, sm, it, kv_head);
     }
   }
 }
@@ -66,12 +62,8 @@ __global__ void __launch_bounds__(detail::RadixSimtTraits::kThreads)
   for (int w = blockIdx.x; w < total; w += gridDim.x) {
     const int item = w / p.num_kv_heads;
     const int kv_head = w - item * p.num_kv_heads;
-    const int chunk = p.plan.item_chunk[item];
-    const int row_begin = p.plan.item_row_begin[item];
-    const int chunk_rows =
-        (p.plan.chunk_query_indptr[chunk + 1] - p.plan.chunk_query_indptr[chunk]) * p.group_size;
-    const int rows = min(detail::kRadixRowsPerTile, chunk_rows - row_begin);
-    detail::radix_simt_item<T, HEAD_DIM>(p, chunk, row_begin, rows, kv_head);
+    const detail::RadixItem it = detail::load_radix_item(p.plan.items + item);
+    detail::radix_simt_item<T, HEAD_DIM>(p, it, kv_head);
   }
 }
 

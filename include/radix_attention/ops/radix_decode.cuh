@@ -19,6 +19,7 @@
 #include "radix_attention/core/error.hpp"
 #include "radix_attention/core/views.hpp"
 #include "radix_attention/kernels/detail/radix_device_plan.cuh"
+#include "radix_attention/kernels/detail/radix_merge.cuh"
 #include "radix_attention/kernels/radix_decode.cuh"
 #include "radix_attention/ops/merge_states.cuh"
 
@@ -104,6 +105,31 @@ int radix_grid_slots(const RadixKernelInfo<T>& info, int head_dim) {
 
 inline std::size_t radix_align256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 
+/// Second step of radix_decode: each query's partials -> its output row (radix_merge.cuh).
+template <class T>
+void launch_radix_merge(int num_heads, int head_dim, const float* partial_out,
+                        const float* partial_lse, const DeviceRadixPlan& plan, T* out, float* lse,
+                        cudaStream_t stream) {
+  const RadixMergeParams<T> m{partial_out,           partial_lse, plan.query_partial_indptr(),
+                              plan.query_partials(), out,         lse,
+                              plan.num_queries(),    num_heads};
+  const long long threads = static_cast<long long>(plan.num_queries()) * num_heads * head_dim / 4;
+  if (threads == 0) return;
+  const auto grid = static_cast<unsigned>((threads + kRadixMergeThreads - 1) / kRadixMergeThreads);
+  switch (head_dim) {
+    case 64:
+      radix_merge_kernel<T, 64><<<grid, kRadixMergeThreads, 0, stream>>>(m);
+      break;
+    case 128:
+      radix_merge_kernel<T, 128><<<grid, kRadixMergeThreads, 0, stream>>>(m);
+      break;
+    default:
+      radix_merge_kernel<T, 256><<<grid, kRadixMergeThreads, 0, stream>>>(m);
+      break;
+  }
+  RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace detail
 
 /**
@@ -164,6 +190,7 @@ void validate_radix_decode_args(const T* q, int num_q_heads, const PagedKvCacheV
   expects(tables.block_tables != nullptr, "tables.block_tables", "nullptr",
           "must be a device pointer");
   expects(aligned16(q), "q", static_cast<const void*>(q), "must be 16-byte aligned (vector loads)");
+  expects(aligned16(out), "out", static_cast<const void*>(out), "must be 16-byte aligned");
   expects(aligned16(cache.k), "cache.k", static_cast<const void*>(cache.k),
           "must be 16-byte aligned");
   expects(aligned16(cache.v), "cache.v", static_cast<const void*>(cache.v),
@@ -271,9 +298,8 @@ void radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
     info.kernel<<<grid, info.threads, info.smem_bytes, stream>>>(p);
     RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
   }
-  merge_states<T>(p.partial_out, p.partial_lse, plan.num_partials(), num_q_heads, cache.head_dim,
-                  plan.query_partial_indptr(), plan.query_partials(), plan.num_queries(), out, lse,
-                  stream);
+  detail::launch_radix_merge<T>(num_q_heads, cache.head_dim, p.partial_out, p.partial_lse, plan,
+                                out, lse, stream);
 }
 
 }  // namespace radix_attention

@@ -79,8 +79,8 @@ __device__ __forceinline__ void load_q_tile(T* q_smem, const RadixKernelParams<T
 /// Executes one work item with WARPS_M warps on rows and 4 / WARPS_M warps on tokens.
 template <class T, int HEAD_DIM, int WARPS_M>
 __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
-                                               const RadixMmaSmem<T, HEAD_DIM>& sm, int chunk,
-                                               int row_begin, int rows, int kv_head) {
+                                               const RadixMmaSmem<T, HEAD_DIM>& sm,
+                                               const RadixItem& it, int kv_head) {
   using Traits = RadixMmaTraits<T, HEAD_DIM>;
   constexpr int kWarpsN = Traits::kWarps / WARPS_M;
   constexpr int kTile = Traits::kTile;
@@ -99,12 +99,14 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
   const int mi = lane / 8;  // ldmatrix: which 8x8 matrix this lane addresses
   const int mr = lane % 8;  // ... and which row of it
 
-  const int query_base = p.plan.chunk_query_indptr[chunk];
-  const int begin = p.plan.chunk_begin[chunk];
-  const int end = p.plan.chunk_end[chunk];
+  const int query_base = it.query_base;
+  const int row_begin = it.row_begin;
+  const int rows = it.rows;
+  const int begin = it.begin;
+  const int end = it.end;
   const int num_tiles = (end - begin + kTile - 1) / kTile;
   const std::int32_t* table_row =
-      p.block_tables + static_cast<std::int64_t>(p.plan.chunk_row[chunk]) * p.block_table_stride;
+      p.block_tables + static_cast<std::int64_t>(it.table_row) * p.block_table_stride;
   const std::int64_t token_stride = static_cast<std::int64_t>(p.num_kv_heads) * HEAD_DIM;
   const std::int64_t head_offset = static_cast<std::int64_t>(kv_head) * HEAD_DIM;
 
@@ -154,6 +156,12 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
   for (int n = 0; n < num_tiles; ++n) {
     cp_async_wait<kStages - 2>();
     __syncthreads();
+    if constexpr (Traits::kQInRegisters) {
+      if (n == 0) {
+#pragma unroll
+        for (int d = 0; d < kKSteps; ++d) load_q_frag(qf[d], d);
+      }
+    }
     // Refill the stage consumed in the previous iteration; slots were resolved a tile ago.
     const int ahead = n + kStages - 1;
     if (ahead < num_tiles) {
@@ -168,12 +176,6 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
     if (tid < kTile && n + kStages < num_tiles) {
       next_slot =
           resolve_slot<kTile>(table_row, begin + (n + kStages) * kTile, end, p.block_size, tid);
-    }
-    if constexpr (Traits::kQInRegisters) {
-      if (n == 0) {
-#pragma unroll
-        for (int d = 0; d < kKSteps; ++d) load_q_frag(qf[d], d);
-      }
     }
 
     const int stage = n % kStages;
@@ -218,6 +220,7 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
     }
 
     // Online softmax (base 2): rows g (i = 0) and g + 8 (i = 1) of the warp's fragment.
+    float alpha[2];
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       float mx = -INFINITY;
@@ -228,7 +231,7 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
       const float m_new = fmaxf(m[i], mx * p.scale_log2);
       // A warp that has seen only masked tokens keeps m = -inf; subtract 0 then (no NaN).
       const float m_use = m_new == -INFINITY ? 0.f : m_new;
-      const float alpha = exp2f(m[i] - m_use);
+      alpha[i] = exp2f(m[i] - m_use);
       m[i] = m_new;
       float sum = 0.f;
 #pragma unroll
@@ -237,11 +240,17 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
         s[f][2 * i + 1] = exp2f(fmaf(s[f][2 * i + 1], p.scale_log2, -m_use));
         sum += s[f][2 * i] + s[f][2 * i + 1];
       }
-      l[i] = l[i] * alpha + sum;
+      l[i] = l[i] * alpha[i] + sum;
+    }
+    // Once the running maxima settle, most tiles leave every row's max unchanged (alpha = 1):
+    // skip the accumulator rescale then (a warp-uniform branch).
+    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
       for (int f = 0; f < kOFrags; ++f) {
-        o[f][2 * i] *= alpha;
-        o[f][2 * i + 1] *= alpha;
+        o[f][0] *= alpha[0];
+        o[f][1] *= alpha[0];
+        o[f][2] *= alpha[1];
+        o[f][3] *= alpha[1];
       }
     }
 
@@ -313,29 +322,56 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
       }
     }
     __syncthreads();
-    for (int e = tid; e < WARPS_M * 16 * HEAD_DIM; e += Traits::kThreads) {
-      const int row = e / HEAD_DIM;
-      const int d = e % HEAD_DIM;
+    // One thread per row: the warps' weights (normalisation folded in), the LSE, the target.
+    float* wt_s = ml_s + Traits::kWarps * 16 * 2;                            // [row][kWarpsN]
+    auto* dst_s = reinterpret_cast<long long*>(wt_s + Traits::kWarps * 16);  // [row]
+    if (tid < WARPS_M * 16) {
+      const int row = tid;
       const RadixRow rr =
           radix_row(p.plan, query_base, row_begin, rows, row, p.group_size, kv_head);
-      if (rr.partial < 0) continue;
       const int rw = row % 16;
       const int w0 = row / 16;  // warps w0, w0 + WARPS_M, ... hold this row
       float mx = -INFINITY;
 #pragma unroll
       for (int k = 0; k < kWarpsN; ++k) mx = fmaxf(mx, ml_s[((w0 + k * WARPS_M) * 16 + rw) * 2]);
-      float sum = 0.f, acc = 0.f;
+      float wk[kWarpsN];
+      float sum = 0.f;
 #pragma unroll
       for (int k = 0; k < kWarpsN; ++k) {
         const int w = w0 + k * WARPS_M;
-        const float wt = exp2f(ml_s[(w * 16 + rw) * 2] - mx);  // 0 for a warp with no tokens
-        sum += ml_s[(w * 16 + rw) * 2 + 1] * wt;
-        acc += o_s[(w * 16 + rw) * kStride + d] * wt;
+        wk[k] = exp2f(ml_s[(w * 16 + rw) * 2] - mx);  // 0 for a warp that saw no token
+        sum += ml_s[(w * 16 + rw) * 2 + 1] * wk[k];
       }
-      const std::int64_t row_index =
-          static_cast<std::int64_t>(rr.partial) * p.num_q_heads + rr.q_head;
-      p.partial_out[row_index * HEAD_DIM + d] = acc / sum;
-      if (d == 0) p.partial_lse[row_index] = (mx + log2f(sum)) * kLn2;
+#pragma unroll
+      for (int k = 0; k < kWarpsN; ++k) wt_s[row * kWarpsN + k] = wk[k] / sum;
+      long long dst = -1;
+      if (rr.partial >= 0) {
+        dst = static_cast<long long>(rr.partial) * p.num_q_heads + rr.q_head;
+        p.partial_lse[dst] = (mx + log2f(sum)) * kLn2;
+      }
+      dst_s[row] = dst;
+    }
+    __syncthreads();
+    constexpr int kVecPerRow = HEAD_DIM / 4;
+    for (int e = tid; e < WARPS_M * 16 * kVecPerRow; e += Traits::kThreads) {
+      const int row = e / kVecPerRow;
+      const int d = (e % kVecPerRow) * 4;
+      const long long dst = dst_s[row];
+      if (dst < 0) continue;
+      const int rw = row % 16;
+      const int w0 = row / 16;
+      float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+      for (int k = 0; k < kWarpsN; ++k) {
+        const float wk = wt_s[row * kWarpsN + k];
+        const float4 v =
+            *reinterpret_cast<const float4*>(o_s + ((w0 + k * WARPS_M) * 16 + rw) * kStride + d);
+        acc.x = fmaf(wk, v.x, acc.x);
+        acc.y = fmaf(wk, v.y, acc.y);
+        acc.z = fmaf(wk, v.z, acc.z);
+        acc.w = fmaf(wk, v.w, acc.w);
+      }
+      *reinterpret_cast<float4*>(p.partial_out + dst * HEAD_DIM + d) = acc;
     }
   }
 }

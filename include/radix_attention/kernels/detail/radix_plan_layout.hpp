@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
@@ -46,10 +47,25 @@ struct RadixPlanCapacity {
   }
 };
 
+/// One work item as the kernel reads it (two 16-byte loads): everything its prologue needs, so
+/// the chain of dependent loads before the first KV copy is item -> block table -> KV.
+struct RadixItem {
+  std::int32_t chunk;       ///< chunk index (partial ids are query_base + row / group)
+  std::int32_t row_begin;   ///< first row of the tile within the chunk's queries x group rows
+  std::int32_t rows;        ///< rows in this tile (<= kRadixRowsPerTile)
+  std::int32_t begin;       ///< chunk_token_begin
+  std::int32_t end;         ///< chunk_token_end
+  std::int32_t table_row;   ///< chunk_row
+  std::int32_t query_base;  ///< chunk_query_indptr[chunk]
+  std::int32_t reserved;
+};
+inline constexpr int kRadixItemWords = 8;
+static_assert(sizeof(RadixItem) == kRadixItemWords * sizeof(std::int32_t), "packed item layout");
+
 /// Offsets (in int32 entries) of each array inside the packed buffer.
 struct RadixPlanOffsets {
   std::int64_t chunk_row, chunk_begin, chunk_end, chunk_query_indptr, chunk_queries;
-  std::int64_t query_partial_indptr, query_partials, item_chunk, item_row_begin, total;
+  std::int64_t query_partial_indptr, query_partials, items, total;
 };
 
 inline std::int64_t round_up8(std::int64_t n) { return (n + 7) / 8 * 8; }
@@ -69,8 +85,7 @@ inline RadixPlanOffsets radix_plan_offsets(const RadixPlanCapacity& cap) {
   o.chunk_queries = take(cap.partials);
   o.query_partial_indptr = take(cap.queries + 1);
   o.query_partials = take(cap.partials);
-  o.item_chunk = take(cap.items);
-  o.item_row_begin = take(cap.items);
+  o.items = take(cap.items * kRadixItemWords);
   o.total = at;
   return o;
 }
@@ -83,8 +98,7 @@ struct RadixPlanView {
   const std::int32_t* chunk_end;
   const std::int32_t* chunk_query_indptr;
   const std::int32_t* chunk_queries;
-  const std::int32_t* item_chunk;
-  const std::int32_t* item_row_begin;
+  const RadixItem* items;
 };
 
 inline RadixPlanView radix_plan_view(const std::int32_t* base, const RadixPlanOffsets& o) {
@@ -94,8 +108,7 @@ inline RadixPlanView radix_plan_view(const std::int32_t* base, const RadixPlanOf
                        base + o.chunk_end,
                        base + o.chunk_query_indptr,
                        base + o.chunk_queries,
-                       base + o.item_chunk,
-                       base + o.item_row_begin};
+                       reinterpret_cast<const RadixItem*>(base + o.items)};
 }
 
 /// What the launcher needs to know about a packed plan without reading it back.
@@ -118,33 +131,31 @@ struct RadixPlanSummary {
  * which then comes from L2).
  */
 inline void radix_work_items(const RadixPlan& plan, std::int32_t group_size,
-                             std::vector<std::int32_t>& item_chunk,
-                             std::vector<std::int32_t>& item_row_begin) {
-  struct Item {
+                             std::vector<RadixItem>& out) {
+  struct Keyed {
     std::int64_t cost;
-    std::int32_t chunk, row_begin;
+    RadixItem item;
   };
-  std::vector<Item> items;
+  std::vector<Keyed> items;
   for (std::int32_t c = 0; c < plan.num_chunks(); ++c) {
-    const std::int64_t rows =
-        static_cast<std::int64_t>(plan.chunk_query_indptr[c + 1] - plan.chunk_query_indptr[c]) *
-        group_size;
+    const std::int64_t rows = static_cast<std::int64_t>(plan.chunk_query_indptr[c + 1] -
+                                                        plan.chunk_query_indptr[c]) *
+                              group_size;
     const std::int64_t tokens = plan.chunk_token_end[c] - plan.chunk_token_begin[c];
     for (std::int64_t r = 0; r < rows; r += kRadixRowsPerTile) {
       const std::int64_t tile_rows = std::min<std::int64_t>(kRadixRowsPerTile, rows - r);
       // Bytes read (~tokens) plus tensor-core work (~tokens x 16-row fragments), in one unit.
       const std::int64_t cost = tokens * (4 + (tile_rows + 15) / 16);
-      items.push_back({cost, c, static_cast<std::int32_t>(r)});
+      items.push_back({cost,
+                       {c, static_cast<std::int32_t>(r), static_cast<std::int32_t>(tile_rows),
+                        plan.chunk_token_begin[c], plan.chunk_token_end[c], plan.chunk_row[c],
+                        plan.chunk_query_indptr[c], 0}});
     }
   }
   std::stable_sort(items.begin(), items.end(),
-                   [](const Item& a, const Item& b) { return a.cost > b.cost; });
-  item_chunk.resize(items.size());
-  item_row_begin.resize(items.size());
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    item_chunk[i] = items[i].chunk;
-    item_row_begin[i] = items[i].row_begin;
-  }
+                   [](const Keyed& a, const Keyed& b) { return a.cost > b.cost; });
+  out.resize(items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) out[i] = items[i].item;
 }
 
 /// Capacity a plan needs (items depend on the group size: rows = queries x group).
@@ -165,13 +176,14 @@ inline RadixPlanSummary pack_radix_plan(const RadixPlan& plan,
                                         std::vector<std::int32_t>& out) {
   expects(group_size >= 1, "group_size", group_size, "must be >= 1 (num_q_heads / num_kv_heads)");
   validate_radix_plan(plan, context_lens);
-  std::vector<std::int32_t> item_chunk, item_row_begin;
-  radix_work_items(plan, group_size, item_chunk, item_row_begin);
-  expects(item_chunk.size() < (std::size_t{1} << 30), "work items", item_chunk.size(),
-          "too many for one launch");
+  expects(static_cast<std::int64_t>(plan.num_partials()) * group_size < (std::int64_t{1} << 31),
+          "partials x group_size", static_cast<std::int64_t>(plan.num_partials()) * group_size,
+          "must fit in int32 (rows of the work list)");
+  std::vector<RadixItem> items;
+  radix_work_items(plan, group_size, items);
 
   const RadixPlanCapacity need =
-      radix_plan_need(plan, group_size, static_cast<std::int64_t>(item_chunk.size()));
+      radix_plan_need(plan, group_size, static_cast<std::int64_t>(items.size()));
   RadixPlanCapacity grown = cap;
   if (!cap.holds(need)) {
     // Grow by half again so a slowly growing batch does not reallocate every step.
@@ -183,7 +195,7 @@ inline RadixPlanSummary pack_radix_plan(const RadixPlan& plan,
   }
   const RadixPlanOffsets o = radix_plan_offsets(grown);
   std::vector<std::int32_t> packed(static_cast<std::size_t>(o.total), 0);
-  packed[kHeaderNumItems] = static_cast<std::int32_t>(item_chunk.size());
+  packed[kHeaderNumItems] = static_cast<std::int32_t>(items.size());
   packed[kHeaderNumChunks] = plan.num_chunks();
   packed[kHeaderNumPartials] = plan.num_partials();
   packed[kHeaderNumQueries] = plan.num_queries;
@@ -198,14 +210,15 @@ inline RadixPlanSummary pack_radix_plan(const RadixPlan& plan,
   put(o.chunk_queries, plan.chunk_queries);
   put(o.query_partial_indptr, plan.query_partial_indptr);
   put(o.query_partials, plan.query_partials);
-  put(o.item_chunk, item_chunk);
-  put(o.item_row_begin, item_row_begin);
+  if (!items.empty()) {
+    std::memcpy(packed.data() + o.items, items.data(), items.size() * sizeof(RadixItem));
+  }
 
   RadixPlanSummary s;
   s.num_queries = plan.num_queries;
   s.num_chunks = plan.num_chunks();
   s.num_partials = plan.num_partials();
-  s.num_items = static_cast<std::int32_t>(item_chunk.size());
+  s.num_items = static_cast<std::int32_t>(items.size());
   s.group_size = group_size;
   for (std::int32_t c = 0; c < plan.num_chunks(); ++c) {
     s.max_token_end = std::max(s.max_token_end, plan.chunk_token_end[c]);

@@ -15,17 +15,19 @@
 namespace radix_attention::detail {
 
 template <class T, int HEAD_DIM>
-__device__ __forceinline__ void radix_simt_item(const RadixKernelParams<T>& p, int chunk,
-                                                int row_begin, int rows, int kv_head) {
+__device__ __forceinline__ void radix_simt_item(const RadixKernelParams<T>& p, const RadixItem& it,
+                                                int kv_head) {
   constexpr int kPerLane = HEAD_DIM / 32;
   static_assert(HEAD_DIM % 32 == 0, "each lane owns HEAD_DIM / 32 dimensions");
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const int query_base = p.plan.chunk_query_indptr[chunk];
-  const int begin = p.plan.chunk_begin[chunk];
-  const int end = p.plan.chunk_end[chunk];
+  const int query_base = it.query_base;
+  const int begin = it.begin;
+  const int end = it.end;
+  const int row_begin = it.row_begin;
+  const int rows = it.rows;
   const std::int32_t* table_row =
-      p.block_tables + static_cast<std::int64_t>(p.plan.chunk_row[chunk]) * p.block_table_stride;
+      p.block_tables + static_cast<std::int64_t>(it.table_row) * p.block_table_stride;
   const std::int64_t token_stride = static_cast<std::int64_t>(p.num_kv_heads) * HEAD_DIM;
 
   for (int row = warp; row < rows; row += RadixSimtTraits::kWarps) {

@@ -31,7 +31,8 @@ struct RadixMmaTraits {
   static constexpr std::size_t kSmemBytes = kSmemQ + kSmemKV + kSmemSlots;
   /// Row stride (floats) of the cross-warp merge scratch: +8 floats staggers the rows' banks.
   static constexpr int kScratchStride = HEAD_DIM + 8;
-  static_assert(std::size_t{kWarps} * 16 * (kScratchStride + 2) * sizeof(float) <= kSmemKV,
+  // Scratch: O [warps][16][stride] + (m, l) + weights [warps x 16] floats + 64 row targets.
+  static_assert(std::size_t{kWarps} * 16 * (kScratchStride + 3) * sizeof(float) + 64 * 8 <= kSmemKV,
                 "cross-warp merge scratch must fit in the KV stages it reuses");
 };
 
@@ -60,5 +61,12 @@ struct RadixKernelParams {
   /// Work items x KV heads when known on the host; -1: read from the plan's header (fixed grid).
   int total_work;
 };
+
+/// Reads one work item with two 16-byte loads.
+__device__ __forceinline__ RadixItem load_radix_item(const RadixItem* item) {
+  const int4 a = __ldg(reinterpret_cast<const int4*>(item));
+  const int4 b = __ldg(reinterpret_cast<const int4*>(item) + 1);
+  return RadixItem{a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+}
 
 }  // namespace radix_attention::detail
