@@ -252,6 +252,24 @@ TEST_P(SequenceManagerTreeTest, ForkedChildKeepsThePrefixLocked) {
   EXPECT_EQ(alloc.num_used(), 0);
 }
 
+TEST_P(SequenceManagerTreeTest, BlocksSharedWithAForkAreNotCountedAsEvictable) {
+  const SequenceId parent = mgr.add(iota_tokens(n(10)));
+  const ra::ForkResult f = mgr.fork(parent);  // shares all 10 (full) blocks
+  mgr.finish(parent);                         // cached in unlocked nodes, still held by the child
+  EXPECT_EQ(tree.evictable_blocks(), 10);
+  EXPECT_TRUE(tree.holds_unlocked(mgr.blocks(f.child)[0]));
+  const SequenceId hog = mgr.create(alloc.num_free() * bs());
+  const std::vector<SequenceId> ids{f.child, hog};
+  const std::string before = observe(alloc, tree, mgr, ids);
+  // Evicting would drop the cache entries but free nothing: refused up front.
+  EXPECT_THROW(mgr.add(iota_tokens(n(2), 9000)), ra::CapacityError);
+  EXPECT_EQ(observe(alloc, tree, mgr, ids), before);
+  mgr.abort(f.child);  // now the 10 cached blocks are the tree's alone
+  const SequenceId s = mgr.add(iota_tokens(n(2), 9000));
+  EXPECT_EQ(mgr.blocks(s).size(), 2u);
+  tree.validate();
+}
+
 TEST_P(SequenceManagerTreeTest, UnknownAndFinishedIdsAreRejected) {
   const SequenceId s = mgr.add(iota_tokens(n(2)));
   mgr.finish(s);

@@ -120,7 +120,9 @@ class RadixTree {
   /// @brief Read-only longest-prefix lookup: what match_prefix would return, without splitting,
   /// LRU update or statistics. Lets a caller decide feasibility before changing anything.
   /// @throw InvalidArgument if tokens is null and num_tokens > 0.
-  PrefixPeek peek_prefix(const TokenId* tokens, std::size_t num_tokens, NamespaceId ns = 0) const;
+  /// @param blocks if not null, receives the matched blocks (cleared first).
+  PrefixPeek peek_prefix(const TokenId* tokens, std::size_t num_tokens, NamespaceId ns = 0,
+                         std::vector<BlockId>* blocks = nullptr) const;
 
   /// @brief Caches `blocks` as the KV blocks of `tokens` in namespace `ns`.
   ///
@@ -168,8 +170,12 @@ class RadixTree {
   void reset_stats() { hit_tokens_ = miss_tokens_ = evicted_blocks_ = 0; }
   /// @brief True if the tree caches `block`.
   bool holds(BlockId block) const {
-    return block >= 0 && static_cast<std::size_t>(block) < tree_refs_.size() &&
-           tree_refs_[static_cast<std::size_t>(block)] != 0;
+    return block >= 0 && static_cast<std::size_t>(block) < block_node_.size() &&
+           block_node_[static_cast<std::size_t>(block)] != detail::kNoNode;
+  }
+  /// @brief True if the tree caches `block` in an unlocked node (evict() may drop it).
+  bool holds_unlocked(BlockId block) const {
+    return holds(block) && node_ref(block_node_[static_cast<std::size_t>(block)]).lock_count == 0;
   }
 
   // ---- read-only traversal (tests, batch planner). Handles are checked: InvalidArgument if not
@@ -248,7 +254,7 @@ class RadixTree {
   std::int32_t num_nodes_ = 0;
   std::unordered_map<std::uint64_t, NodeIndex> index_;  // child key hash -> chain head
 
-  std::vector<std::uint8_t> tree_refs_;        // by block id: 1 if cached
+  std::vector<NodeIndex> block_node_;          // by block id: node caching it, or kNoNode
   mutable std::vector<std::int32_t> scratch_;  // by block id: counts during insert's checks
 
   std::int32_t cached_blocks_ = 0;

@@ -112,8 +112,9 @@ class SequenceManager {
   /// @throw StateError if the manager has no tree; InvalidArgument if the prompt is longer than
   /// int32; CapacityError if free blocks plus everything evictable (the matched prefix aside)
   /// cannot hold the rest of the prompt. Nothing changes on any error (not even LRU times): the
-  /// check runs before the match. Exactness of the check assumes that blocks held outside the
-  /// tree lie under a locked node (true for this manager's sequences, see fork()).
+  /// check runs before the match, and counts as evictable only cached blocks that eviction would
+  /// free (not the matched prefix, nor blocks that forked sequences still share). It assumes that
+  /// no one but this manager's sequences retains cached blocks without locking their node.
   SequenceId add(const std::vector<TokenId>& tokens, NamespaceId ns = 0);
 
   /// @brief append(seq, tokens.size()), also recording the token ids, so that finish() can cache
@@ -217,6 +218,8 @@ class SequenceManager {
   // Prefix-cache hooks (no-ops without a tree): the lock a live sequence holds on its prefix.
   void lock_prefix(const detail::SequenceState& state);
   void unlock_prefix(const detail::SequenceState& state) noexcept;
+  std::int32_t pinned_evictable_blocks(const TokenId* tokens, std::size_t lookup,
+                                       NamespaceId ns) const;
 
   BlockAllocator* allocator_;
   std::int32_t block_size_;

@@ -58,12 +58,13 @@ inline PrefixMatch RadixTree::match_prefix(const TokenId* tokens, std::size_t nu
 }
 
 inline PrefixPeek RadixTree::peek_prefix(const TokenId* tokens, std::size_t num_tokens,
-                                         NamespaceId ns) const {
+                                         NamespaceId ns, std::vector<BlockId>* blocks) const {
   expects(tokens != nullptr || num_tokens == 0, "tokens", "null",
           "must point to num_tokens token ids");
   const auto bs = static_cast<std::size_t>(block_size_);
   const std::size_t max_blocks = num_tokens / bs;
   PrefixPeek result;
+  if (blocks != nullptr) blocks->clear();
   NodeIndex node = 0;
   std::size_t pos = 0;
   while (pos < max_blocks) {
@@ -73,6 +74,10 @@ inline PrefixPeek RadixTree::peek_prefix(const TokenId* tokens, std::size_t num_
     const std::size_t m =
         common_blocks(child, tokens + pos * bs, std::min(edge_blocks, max_blocks - pos));
     if (node_ref(child).lock_count == 0) result.unlocked_blocks += static_cast<std::int32_t>(m);
+    if (blocks != nullptr) {
+      const auto& b = node_ref(child).blocks;
+      blocks->insert(blocks->end(), b.begin(), b.begin() + static_cast<std::ptrdiff_t>(m));
+    }
     pos += m;
     if (m < edge_blocks) break;
     node = child;
@@ -105,7 +110,7 @@ inline void RadixTree::check_insert_blocks(const BlockId* blocks, std::size_t nu
   for (std::size_t i = 0; i < num_blocks; ++i) ++scratch_[static_cast<std::size_t>(blocks[i])];
   for (std::size_t i = 0; i < num_blocks; ++i) {
     const auto b = static_cast<std::size_t>(blocks[i]);
-    const std::int32_t tree_ref = tree_refs_[b];
+    const std::int32_t tree_ref = block_node_[b] != detail::kNoNode ? 1 : 0;
     if (alloc.ref_count(blocks[i]) < tree_ref + scratch_[b]) {
       expects(false, "blocks[i]", blocks[i],
               "has fewer allocator references than the caller passes plus the tree's own (the "
@@ -174,7 +179,7 @@ inline InsertResult RadixTree::insert(const TokenId* tokens, std::size_t num_tok
     l.start_token = static_cast<std::int32_t>(pos * bs);
     if (is_candidate(node)) policy_->remove(node);  // gains a child
     link_child(node, leaf);
-    for (BlockId b : l.blocks) tree_refs_[static_cast<std::size_t>(b)] = 1;
+    for (BlockId b : l.blocks) block_node_[static_cast<std::size_t>(b)] = leaf;
     cached_blocks_ += static_cast<std::int32_t>(l.blocks.size());
     node = leaf;
     mark_path(node);
@@ -228,7 +233,7 @@ inline std::int32_t RadixTree::evict_leaf(NodeIndex i) {
   unlink_child(i);
   std::int32_t freed = 0;
   for (BlockId b : node_ref(i).blocks) {
-    tree_refs_[static_cast<std::size_t>(b)] = 0;
+    block_node_[static_cast<std::size_t>(b)] = detail::kNoNode;
     if (allocator_->ref_count(b) == 1) ++freed;
     allocator_->release(b);
   }

@@ -18,6 +18,9 @@ struct TreeSequenceState {
   NamespaceId ns = 0;
   NodeHandle prefix_node;       ///< locked node of the cached prefix; invalid = no lock held
   std::int32_t cached_len = 0;  ///< tokens that came from the cache at add()
+  /// Shares blocks with a fork relative. Once one of them finishes, shared blocks can be cached
+  /// in nodes this sequence has not locked; add() then does not count them as evictable.
+  bool forked = false;
 };
 
 }  // namespace detail

@@ -32,6 +32,27 @@ inline void SequenceManager::unlock_prefix(const detail::SequenceState& st) noex
   if (tree_ != nullptr && st.tree.prefix_node.valid()) tree_->unlock(st.tree.prefix_node);
 }
 
+// Cached blocks in unlocked nodes that evicting would not free for add(): the matched prefix
+// (about to be locked) and blocks that forked sequences hold (cached by a relative's finish()
+// beyond their own lock). Each counted once. Runs only when the pool is short.
+inline std::int32_t SequenceManager::pinned_evictable_blocks(const TokenId* tokens,
+                                                             std::size_t lookup,
+                                                             NamespaceId ns) const {
+  std::vector<BlockId> pinned;
+  tree_->peek_prefix(tokens, lookup, ns, &pinned);
+  pinned.erase(std::remove_if(pinned.begin(), pinned.end(),
+                              [&](BlockId b) { return !tree_->holds_unlocked(b); }),
+               pinned.end());
+  for (const auto& entry : sequences_) {
+    if (!entry.second.tree.forked) continue;
+    for (BlockId b : entry.second.blocks) {
+      if (tree_->holds_unlocked(b)) pinned.push_back(b);
+    }
+  }
+  std::sort(pinned.begin(), pinned.end());
+  return static_cast<std::int32_t>(std::unique(pinned.begin(), pinned.end()) - pinned.begin());
+}
+
 inline SequenceId SequenceManager::add(const std::vector<TokenId>& tokens, NamespaceId ns) {
   expects_that<StateError>(tree_ != nullptr,
                            "add() needs a SequenceManager constructed with a RadixTree");
@@ -46,8 +67,8 @@ inline SequenceId SequenceManager::add(const std::vector<TokenId>& tokens, Names
   const std::int32_t need = total_blocks - peek.num_tokens / block_size_;
   const std::int32_t free_blocks = allocator_->num_free();
   if (need > free_blocks) {
-    // The matched prefix is about to be locked: its unlocked blocks cannot be evicted for this.
-    const std::int32_t reclaimable = tree_->evictable_blocks() - peek.unlocked_blocks;
+    const std::int32_t reclaimable =
+        tree_->evictable_blocks() - pinned_evictable_blocks(tokens.data(), lookup, ns);
     expects_that<CapacityError>(need <= free_blocks + reclaimable, "tokens.size() = ", num_tokens,
                                 ": needs ", need, " new blocks (", peek.num_tokens,
                                 " tokens cached); only ", free_blocks, " free and ", reclaimable,

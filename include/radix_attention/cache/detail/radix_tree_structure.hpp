@@ -20,7 +20,7 @@ inline RadixTree::RadixTree(BlockAllocator& allocator, std::int32_t block_size,
   nodes_.emplace_back();
   nodes_[0].alive = true;
   num_nodes_ = 1;
-  tree_refs_.assign(static_cast<std::size_t>(allocator.num_blocks()), 0);
+  block_node_.assign(static_cast<std::size_t>(allocator.num_blocks()), detail::kNoNode);
   scratch_.assign(static_cast<std::size_t>(allocator.num_blocks()), 0);
 }
 
@@ -183,6 +183,7 @@ inline detail::NodeIndex RadixTree::split(NodeIndex node, std::size_t keep_block
   m.first_child = detail::kNoNode;
   link_child(mid, node);
   index_insert(node);  // the entry exists already: no allocation
+  for (BlockId b : m.blocks) block_node_[static_cast<std::size_t>(b)] = mid;
   return mid;
 }
 

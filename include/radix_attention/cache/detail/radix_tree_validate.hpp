@@ -18,10 +18,10 @@ inline void RadixTree::validate() const {
   check(root_node.alive && root_node.parent == detail::kNoNode && root_node.blocks.empty() &&
             root_node.tokens.empty(),
         "the root must be live, parentless and empty");
-  check(tree_refs_.size() == static_cast<std::size_t>(allocator_->num_blocks()), "tree_refs sized ",
-        tree_refs_.size(), " for a pool of ", allocator_->num_blocks());
+  check(block_node_.size() == static_cast<std::size_t>(allocator_->num_blocks()),
+        "block_node sized ", block_node_.size(), " for a pool of ", allocator_->num_blocks());
 
-  std::vector<std::uint8_t> seen(tree_refs_.size(), 0);
+  std::vector<std::uint8_t> seen(block_node_.size(), 0);
   std::int32_t visited = 0, cached = 0, locked = 0;
   std::size_t candidates = 0;
   std::vector<NodeIndex> stack{0};
@@ -73,7 +73,8 @@ inline void RadixTree::validate() const {
       const auto ub = static_cast<std::size_t>(b);
       check(seen[ub] == 0, "block ", b, " is cached twice");
       seen[ub] = 1;
-      check(tree_refs_[ub] == 1, "block ", b, " is cached but not counted as the tree's");
+      check(block_node_[ub] == i, "block ", b, " is cached in node ", i, " but mapped to node ",
+            block_node_[ub]);
       check(allocator_->ref_count(b) >= 1, "block ", b, " is cached but free in the allocator");
     }
     cached += static_cast<std::int32_t>(n.blocks.size());
@@ -84,9 +85,9 @@ inline void RadixTree::validate() const {
   for (const detail::RadixNode& n : nodes_) live += n.alive ? 1 : 0;
   check(live == num_nodes_ && free_nodes_.size() + static_cast<std::size_t>(live) == nodes_.size(),
         "node storage: ", live, " live, ", free_nodes_.size(), " free, ", nodes_.size(), " slots");
-  for (std::size_t b = 0; b < tree_refs_.size(); ++b) {
-    check(tree_refs_[b] == seen[b], "block ", b, " tree reference ", int{tree_refs_[b]},
-          " but cached ", int{seen[b]}, " times");
+  for (std::size_t b = 0; b < block_node_.size(); ++b) {
+    check((block_node_[b] != detail::kNoNode) == (seen[b] != 0), "block ", b, " mapped to node ",
+          block_node_[b], " but cached ", int{seen[b]}, " times");
     check(scratch_[b] == 0, "scratch count of block ", b, " left at ", scratch_[b]);
   }
   std::size_t indexed = 0;

@@ -114,6 +114,7 @@ inline ForkResult SequenceManager::fork(SequenceId parent) {
   child.blocks.assign(src.blocks.begin(),
                       src.blocks.begin() + static_cast<std::ptrdiff_t>(num_full));
   child.tree = src.tree;  // token ids, namespace, prefix node (locked for the child below)
+  child.tree.forked = true;
   ForkResult result;
   if (partial != 0) result.copies.reserve(1);
 
@@ -132,6 +133,7 @@ inline ForkResult SequenceManager::fork(SequenceId parent) {
   if (partial != 0)
     result.copies.push_back(BlockCopy{src.blocks.back(), child.blocks.back(), partial});
   result.child = insert_state(std::move(child));
+  state(parent).tree.forked = true;  // shares blocks now (see TreeSequenceState::forked)
   return result;
 }
 
