@@ -88,6 +88,7 @@ struct RadixTreeStats {
  * Errors: every operation checks its arguments before changing anything and throws a typed
  * exception (InvalidArgument, StateError), leaving the tree and the allocator as they were.
  * The allocator must outlive the tree; the destructor releases the tree's references.
+ * Not thread-safe: one scheduler thread owns the tree, its allocator and its managers.
  */
 class RadixTree {
  public:
