@@ -135,8 +135,9 @@ class BlockAllocator {
 
   void check_held(BlockId block, const char* name) const {
     check_id(block, name);
-    expects(ref_counts_[static_cast<std::size_t>(block)] > 0, name, block,
-            "is free (released more times than it was allocated/retained)");
+    if (ref_counts_[static_cast<std::size_t>(block)] <= 0) {  // branch first: hot path
+      expects(false, name, block, "is free (released more times than it was allocated/retained)");
+    }
   }
 
   std::vector<std::int32_t> ref_counts_;
