@@ -118,7 +118,8 @@ Batch build(const Shape& shape) {
   std::shuffle(pool.begin(), pool.end(), rng);
   std::size_t next = 0;
   for (std::size_t i = 0; i < shape.piece_len.size(); ++i) {
-    for (int j = 0; j < (shape.piece_len[i] + kBlock - 1) / kBlock; ++j) blocks[i].push_back(pool[next++]);
+    for (int j = 0; j < (shape.piece_len[i] + kBlock - 1) / kBlock; ++j)
+      blocks[i].push_back(pool[next++]);
   }
   for (const auto& pieces : shape.queries) {
     int len = 0;
@@ -194,18 +195,21 @@ struct Fixture {
         tables(batch.tables.size()),
         lens(batch.lens.size()),
         flush(kFlushBytes) {
-    const std::size_t kv = static_cast<std::size_t>(batch.num_blocks) * kBlock * kKvHeads * kHeadDim;
-    fill_random<<<1024, 256>>>(q.ptr, static_cast<std::size_t>(batch.num_queries) * kQHeads * kHeadDim, 1);
+    const std::size_t kv =
+        static_cast<std::size_t>(batch.num_blocks) * kBlock * kKvHeads * kHeadDim;
+    fill_random<<<1024, 256>>>(q.ptr,
+                               static_cast<std::size_t>(batch.num_queries) * kQHeads * kHeadDim, 1);
     fill_random<<<1024, 256>>>(k.ptr, kv, 2);
     fill_random<<<1024, 256>>>(v.ptr, kv, 3);
     RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
-    RADIX_ATTENTION_CUDA_CHECK(cudaMemcpy(tables.ptr, batch.tables.data(),
-                                          batch.tables.size() * 4, cudaMemcpyHostToDevice));
-    RADIX_ATTENTION_CUDA_CHECK(cudaMemcpy(lens.ptr, batch.lens.data(), batch.lens.size() * 4,
+    RADIX_ATTENTION_CUDA_CHECK(cudaMemcpy(tables.ptr, batch.tables.data(), batch.tables.size() * 4,
                                           cudaMemcpyHostToDevice));
+    RADIX_ATTENTION_CUDA_CHECK(
+        cudaMemcpy(lens.ptr, batch.lens.data(), batch.lens.size() * 4, cudaMemcpyHostToDevice));
     cache = {k.ptr, v.ptr, batch.num_blocks, kBlock, kKvHeads, kHeadDim};
-    view = {tables.ptr, lens.ptr, batch.num_queries, batch.max_blocks, batch.max_blocks,
-            *std::max_element(batch.lens.begin(), batch.lens.end())};
+    view = {tables.ptr,        lens.ptr,
+            batch.num_queries, batch.max_blocks,
+            batch.max_blocks,  *std::max_element(batch.lens.begin(), batch.lens.end())};
   }
 };
 
@@ -316,36 +320,51 @@ void register_all() {
       {"64x(4096+128)", shared_prefix(64, 4096, 128), {{256, 1024}, {512, 1024}, {1024, 1024}}},
       {"256x(2048+64)", shared_prefix(256, 2048, 64), {{256, 1024}, {512, 1024}, {2048, 1024}}},
       {"32x(16384+512)", shared_prefix(32, 16384, 512), {{512, 1024}, {1024, 1024}, {2048, 1024}}},
-      {"two_level_8x32x(1024+2048+128)", two_level(8, 32, 1024, 2048, 128), {{256, 1024}, {512, 1024}}},
+      {"two_level_8x32x(1024+2048+128)",
+       two_level(8, 32, 1024, 2048, 128),
+       {{256, 1024}, {512, 1024}}},
   };
   for (const auto& c : cases) {
     auto* rb = benchmark::RegisterBenchmark((std::string("BM_radix_decode/") + c.name).c_str(),
                                             BM_radix_decode, c.shape, true);
     for (auto [s, p] : c.chunks) rb->Args({s, p});
     rb->UseManualTime()->Iterations(100)->Unit(benchmark::kMicrosecond);
-    benchmark::RegisterBenchmark((std::string("BM_paged_decode/") + c.name).c_str(), BM_paged_decode,
-                                 c.shape)
-        ->UseManualTime()->Iterations(100)->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark((std::string("BM_paged_decode/") + c.name).c_str(),
+                                 BM_paged_decode, c.shape)
+        ->UseManualTime()
+        ->Iterations(100)
+        ->Unit(benchmark::kMicrosecond);
   }
   // Parts of the first case alone: its shared prefix (no private suffix), its private suffixes.
   for (auto [name, shape] : std::vector<std::pair<const char*, Shape>>{
-           {"part_shared_64x4096", shared_prefix(64, 4096, 0)}, {"part_private_64x128", no_sharing(64, 128)}}) {
+           {"part_shared_64x4096", shared_prefix(64, 4096, 0)},
+           {"part_private_64x128", no_sharing(64, 128)}}) {
     benchmark::RegisterBenchmark((std::string("BM_radix_decode/") + name).c_str(), BM_radix_decode,
                                  shape, true)
-        ->Args({256, 1024})->Args({512, 1024})->Args({1024, 1024})
-        ->UseManualTime()->Iterations(50)->Unit(benchmark::kMicrosecond);
+        ->Args({256, 1024})
+        ->Args({512, 1024})
+        ->Args({1024, 1024})
+        ->UseManualTime()
+        ->Iterations(50)
+        ->Unit(benchmark::kMicrosecond);
   }
   // No sharing: the radix kernel on plain decode batches (private segments only).
-  const std::vector<std::pair<const char*, Shape>> plain = {
-      {"64x4096", no_sharing(64, 4096)}, {"128x1024", no_sharing(128, 1024)}};
+  const std::vector<std::pair<const char*, Shape>> plain = {{"64x4096", no_sharing(64, 4096)},
+                                                            {"128x1024", no_sharing(128, 1024)}};
   for (const auto& [name, shape] : plain) {
     benchmark::RegisterBenchmark((std::string("BM_radix_decode/no_sharing_") + name).c_str(),
                                  BM_radix_decode, shape, false)
-        ->Args({0, 1024})->Args({0, 2048})->Args({0, 4096})
-        ->UseManualTime()->Iterations(50)->Unit(benchmark::kMicrosecond);
+        ->Args({0, 1024})
+        ->Args({0, 2048})
+        ->Args({0, 4096})
+        ->UseManualTime()
+        ->Iterations(50)
+        ->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark((std::string("BM_paged_decode/no_sharing_") + name).c_str(),
                                  BM_paged_decode, shape)
-        ->UseManualTime()->Iterations(50)->Unit(benchmark::kMicrosecond);
+        ->UseManualTime()
+        ->Iterations(50)
+        ->Unit(benchmark::kMicrosecond);
   }
 }
 

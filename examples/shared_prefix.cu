@@ -123,8 +123,12 @@ int main() {
   Device<bf16> d_k(k), d_v(v), d_q(q), d_out(q);
   Device<std::int32_t> d_tables(tables.block_tables), d_lens(tables.context_lens);
   const PagedKvCacheView<bf16> cache{d_k.ptr, d_v.ptr, kPool, kBlock, kKvHeads, kHeadDim};
-  const BlockTableView view{d_tables.ptr, d_lens.ptr, tables.num_seqs, tables.max_blocks_per_seq,
-                            tables.max_blocks_per_seq, -1};
+  const BlockTableView view{d_tables.ptr,
+                            d_lens.ptr,
+                            tables.num_seqs,
+                            tables.max_blocks_per_seq,
+                            tables.max_blocks_per_seq,
+                            -1};
 
   // 4. Upload both plans (one copy each) and time one decode step with each.
   DeviceRadixPlan shared, plain;
@@ -141,8 +145,8 @@ int main() {
                  run);
   });
   const double t_shared = median_us([&] {
-    radix_decode(d_q.ptr, kQHeads, cache, view, shared, d_out.ptr, nullptr, workspace, ws,
-                 nullptr, run);
+    radix_decode(d_q.ptr, kQHeads, cache, view, shared, d_out.ptr, nullptr, workspace, ws, nullptr,
+                 run);
   });
   std::printf("decode step: %.1f us without sharing, %.1f us with sharing (%.2fx)\n", t_plain,
               t_shared, t_plain / t_shared);

@@ -73,8 +73,8 @@ BlockTables random_batch(SequenceManager& mgr, std::mt19937_64& rng, int bs, int
 
 template <class T>
 void run_planned(int bs, const Model& m, std::uint64_t seed) {
-  SCOPED_TRACE(::testing::Message() << "bs=" << bs << " dtype=" << DTypeTraits<T>::name
-                                    << " seed=" << seed);
+  SCOPED_TRACE(::testing::Message()
+               << "bs=" << bs << " dtype=" << DTypeTraits<T>::name << " seed=" << seed);
   std::mt19937_64 rng(seed);
   const int pool = 4096;
   BlockAllocator allocator(pool);
@@ -109,8 +109,8 @@ void run_planned(int bs, const Model& m, std::uint64_t seed) {
   DeviceBuffer<std::int32_t> d_tables(tables.block_tables), d_lens(tables.context_lens);
   d_out.poison();
   PagedKvCacheView<T> cache{d_k.data(), d_v.data(), pool, bs, m.num_kv_heads, D};
-  BlockTableView view{d_tables.data(), d_lens.data(), n, tables.max_blocks_per_seq,
-                      tables.max_blocks_per_seq, -1};
+  BlockTableView view{
+      d_tables.data(), d_lens.data(), n, tables.max_blocks_per_seq, tables.max_blocks_per_seq, -1};
 
   DeviceRadixPlan device_plan;
   device_plan.upload(plan, tables.context_lens, m.num_q_heads / m.num_kv_heads, nullptr);
@@ -158,12 +158,14 @@ void run_planned(int bs, const Model& m, std::uint64_t seed) {
 class RadixDecodePlannerTest : public test::GpuTest {};
 
 TEST_F(RadixDecodePlannerTest, RandomTokenStreamsBlockSize16) {
-  for (std::uint64_t seed = 1; seed <= 3; ++seed) run_planned<__nv_bfloat16>(16, {32, 8, 128}, seed);
+  for (std::uint64_t seed = 1; seed <= 3; ++seed)
+    run_planned<__nv_bfloat16>(16, {32, 8, 128}, seed);
   run_planned<float>(16, {8, 2, 64}, 4);
 }
 
 TEST_F(RadixDecodePlannerTest, RandomTokenStreamsBlockSize1) {
-  for (std::uint64_t seed = 11; seed <= 13; ++seed) run_planned<__nv_bfloat16>(1, {28, 4, 128}, seed);
+  for (std::uint64_t seed = 11; seed <= 13; ++seed)
+    run_planned<__nv_bfloat16>(1, {28, 4, 128}, seed);
   run_planned<float>(1, {6, 1, 128}, 14);
 }
 

@@ -108,14 +108,15 @@ HostBatch build_batch(const Shape& shape, int bs, int max_chunk_tokens, std::mt1
 
 template <class T>
 void run_case(const Shape& shape, const Case& c, std::uint64_t seed, bool compare_paged = false) {
-  SCOPED_TRACE(::testing::Message() << "D=" << c.head_dim << " Hq=" << c.num_q_heads << " Hkv="
-                                    << c.num_kv_heads << " bs=" << c.block_size << " chunk="
-                                    << c.max_chunk_tokens << " fixed=" << c.fixed_grid
+  SCOPED_TRACE(::testing::Message() << "D=" << c.head_dim << " Hq=" << c.num_q_heads
+                                    << " Hkv=" << c.num_kv_heads << " bs=" << c.block_size
+                                    << " chunk=" << c.max_chunk_tokens << " fixed=" << c.fixed_grid
                                     << " dtype=" << DTypeTraits<T>::name << " seed=" << seed);
   std::mt19937_64 rng(seed);
   const HostBatch b = build_batch(shape, c.block_size, c.max_chunk_tokens, rng);
   const int D = c.head_dim;
-  const std::size_t kv_elems = static_cast<std::size_t>(b.num_blocks) * c.block_size * c.num_kv_heads * D;
+  const std::size_t kv_elems =
+      static_cast<std::size_t>(b.num_blocks) * c.block_size * c.num_kv_heads * D;
   const std::size_t q_elems = static_cast<std::size_t>(b.num_queries) * c.num_q_heads * D;
   const std::vector<T> q = test::random_vector<T>(q_elems, rng, -3.f, 3.f);
   const std::vector<T> k = test::random_vector<T>(kv_elems, rng);
@@ -127,7 +128,8 @@ void run_case(const Shape& shape, const Case& c, std::uint64_t seed, bool compar
   d_out.poison();
   d_lse.poison();
   PagedKvCacheView<T> cache{d_k.data(), d_v.data(), b.num_blocks, c.block_size, c.num_kv_heads, D};
-  BlockTableView view{d_tables.data(), d_lens.data(), b.num_queries, b.max_blocks, b.row_stride, -1};
+  BlockTableView view{d_tables.data(), d_lens.data(), b.num_queries,
+                      b.max_blocks,    b.row_stride,  -1};
 
   DeviceRadixPlan plan;
   plan.upload(b.plan, b.context_lens, c.num_q_heads / c.num_kv_heads, nullptr);
@@ -145,10 +147,13 @@ void run_case(const Shape& shape, const Case& c, std::uint64_t seed, bool compar
   const std::vector<float> lse = d_lse.download();
 
   const double scale = c.scale != 0.f ? c.scale : 1.0 / std::sqrt(double(D));
-  std::vector<double> ref(q_elems), ref_lse(static_cast<std::size_t>(b.num_queries) * c.num_q_heads);
-  reference::HostPagedCache<T> host_cache{k.data(), v.data(), b.num_blocks, c.block_size, c.num_kv_heads, D};
-  reference::paged_decode(q.data(), host_cache, b.tables.data(), b.row_stride, b.context_lens.data(),
-                          b.num_queries, c.num_q_heads, scale, ref.data(), ref_lse.data());
+  std::vector<double> ref(q_elems),
+      ref_lse(static_cast<std::size_t>(b.num_queries) * c.num_q_heads);
+  reference::HostPagedCache<T> host_cache{k.data(),     v.data(),       b.num_blocks,
+                                          c.block_size, c.num_kv_heads, D};
+  reference::paged_decode(q.data(), host_cache, b.tables.data(), b.row_stride,
+                          b.context_lens.data(), b.num_queries, c.num_q_heads, scale, ref.data(),
+                          ref_lse.data());
 
   const bool is_float = std::is_same_v<T, float>;
   const double tol = is_float ? 1e-5 : 1e-2;
@@ -161,7 +166,8 @@ void run_case(const Shape& shape, const Case& c, std::uint64_t seed, bool compar
       for (int d = 0; d < D; ++d) {
         const double o = static_cast<float>(out[row * D + d]);
         const double r = ref[row * D + d];
-        if (!std::isfinite(o) && bad++ < 5) ADD_FAILURE() << "non-finite out, query " << s << " head " << h << " d " << d;
+        if (!std::isfinite(o) && bad++ < 5)
+          ADD_FAILURE() << "non-finite out, query " << s << " head " << h << " d " << d;
         if (std::abs(o - r) > tol * std::max(1.0, std::abs(r)) * 4 && bad++ < 5) {
           ADD_FAILURE() << "query " << s << " head " << h << " d " << d << ": " << o << " vs " << r;
         }
@@ -172,13 +178,17 @@ void run_case(const Shape& shape, const Case& c, std::uint64_t seed, bool compar
       ref2 += row_ref2;
       if (b.context_lens[s] == 0) {
         if (row_err2 != 0.0 && bad++ < 5) ADD_FAILURE() << "context 0 must give zeros, query " << s;
-        if (!(std::isinf(lse[row]) && lse[row] < 0) && bad++ < 5) ADD_FAILURE() << "lse of empty query " << s;
+        if (!(std::isinf(lse[row]) && lse[row] < 0) && bad++ < 5)
+          ADD_FAILURE() << "lse of empty query " << s;
       } else {
         if (std::sqrt(row_err2 / row_ref2) > tol && bad++ < 5) {
-          ADD_FAILURE() << "query " << s << " head " << h << " row rel err " << std::sqrt(row_err2 / row_ref2);
+          ADD_FAILURE() << "query " << s << " head " << h << " row rel err "
+                        << std::sqrt(row_err2 / row_ref2);
         }
-        if (!(std::abs(lse[row] - ref_lse[row]) <= tol * std::max(1.0, std::abs(ref_lse[row]))) && bad++ < 5) {
-          ADD_FAILURE() << "lse query " << s << " head " << h << ": " << lse[row] << " vs " << ref_lse[row];
+        if (!(std::abs(lse[row] - ref_lse[row]) <= tol * std::max(1.0, std::abs(ref_lse[row]))) &&
+            bad++ < 5) {
+          ADD_FAILURE() << "lse query " << s << " head " << h << ": " << lse[row] << " vs "
+                        << ref_lse[row];
         }
       }
     }
@@ -214,11 +224,15 @@ void run_case(const Shape& shape, const Case& c, std::uint64_t seed, bool compar
 
 enum class DType { kFloat, kHalf, kBf16 };
 
-void run(DType dt, const Shape& shape, const Case& c, std::uint64_t seed, bool compare_paged = false) {
+void run(DType dt, const Shape& shape, const Case& c, std::uint64_t seed,
+         bool compare_paged = false) {
   switch (dt) {
-    case DType::kFloat: return run_case<float>(shape, c, seed, compare_paged);
-    case DType::kHalf: return run_case<__half>(shape, c, seed, compare_paged);
-    case DType::kBf16: return run_case<__nv_bfloat16>(shape, c, seed, compare_paged);
+    case DType::kFloat:
+      return run_case<float>(shape, c, seed, compare_paged);
+    case DType::kHalf:
+      return run_case<__half>(shape, c, seed, compare_paged);
+    case DType::kBf16:
+      return run_case<__nv_bfloat16>(shape, c, seed, compare_paged);
   }
 }
 
@@ -390,7 +404,8 @@ TEST(RadixDecodeValidation, PackedLayoutCoversEveryRow) {
   EXPECT_EQ(packed[o.items], 0);
   // A smaller plan reuses the capacity (same offsets: graph-stable device addresses).
   const detail::RadixPlanCapacity before = cap;
-  RadixPlan smaller = detail::radix_plan_from_segments(3, {{0, 0, 100, {0}}, {1, 0, 120, {1}}}, 1000);
+  RadixPlan smaller =
+      detail::radix_plan_from_segments(3, {{0, 0, 100, {0}}, {1, 0, 120, {1}}}, 1000);
   detail::pack_radix_plan(smaller, lens, 40, cap, packed);
   EXPECT_EQ(cap.chunks, before.chunks);
   EXPECT_EQ(cap.partials, before.partials);
@@ -432,7 +447,8 @@ TEST(RadixDecodeValidation, LauncherArgumentsThrowBeforeLaunch) {
   BlockTableView tables{reinterpret_cast<const std::int32_t*>(fake), nullptr, 3, 8, 8, -1};
   DeviceRadixPlan plan;
   std::vector<unsigned char> ws;
-  auto call = [&](const T* q, int hq, const PagedKvCacheView<T>& kv, const RadixDecodeOptions& o = {}) {
+  auto call = [&](const T* q, int hq, const PagedKvCacheView<T>& kv,
+                  const RadixDecodeOptions& o = {}) {
     radix_decode<T>(q, hq, kv, tables, plan, fake, nullptr, fake, 1 << 20, nullptr, o);
   };
   EXPECT_THROW(call(nullptr, 8, cache), InvalidArgument);
@@ -462,7 +478,8 @@ TEST_F(RadixDecodeTest, LauncherRejectsMismatchedOrStalePlans) {
   const int hq = 8, hkv = 2, D = 128;
   const std::size_t q_elems = static_cast<std::size_t>(b.num_queries) * hq * D;
   const std::size_t kv_elems = static_cast<std::size_t>(b.num_blocks) * 16 * hkv * D;
-  DeviceBuffer<T> d_q(test::random_vector<T>(q_elems, rng)), d_k(test::random_vector<T>(kv_elems, rng));
+  DeviceBuffer<T> d_q(test::random_vector<T>(q_elems, rng)),
+      d_k(test::random_vector<T>(kv_elems, rng));
   DeviceBuffer<T> d_out(q_elems);
   DeviceBuffer<std::int32_t> d_tables(b.tables);
   d_out.poison();
@@ -490,8 +507,9 @@ TEST_F(RadixDecodeTest, LauncherRejectsMismatchedOrStalePlans) {
   RADIX_ATTENTION_CUDA_CHECK(cudaDeviceSynchronize());
   const auto out = d_out.download();
   const auto* bytes = reinterpret_cast<const unsigned char*>(out.data());
-  EXPECT_TRUE(std::all_of(bytes, bytes + out.size() * sizeof(T), [](unsigned char x) { return x == 0xFF; }))
-      << "nothing may be launched on a throw";
+  EXPECT_TRUE(std::all_of(bytes, bytes + out.size() * sizeof(T), [](unsigned char x) {
+    return x == 0xFF;
+  })) << "nothing may be launched on a throw";
   // A failed upload keeps the previous plan.
   RadixPlan bad = b.plan;
   bad.chunk_queries[0] = 99;

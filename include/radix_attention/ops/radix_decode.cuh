@@ -1,8 +1,10 @@
 #pragma once
 /// @file
 /// Host launcher of radix (shared-prefix) decode attention: executes an uploaded RadixPlan
-/// (DeviceRadixPlan) with one radix kernel launch, then merge_states combines each query's
-/// partial states into its output row. Every argument is checked before anything is launched.
+/// (DeviceRadixPlan) with one radix kernel launch, then one merge launch combines each query's
+/// partial states into its output row (the function merge_states computes, with a kernel shaped
+/// for long partial lists: kernels/detail/radix_merge.cuh). Every argument is checked before
+/// anything is launched.
 
 #include <cuda_runtime_api.h>
 
@@ -21,7 +23,6 @@
 #include "radix_attention/kernels/detail/radix_device_plan.cuh"
 #include "radix_attention/kernels/detail/radix_merge.cuh"
 #include "radix_attention/kernels/radix_decode.cuh"
-#include "radix_attention/ops/merge_states.cuh"
 
 namespace radix_attention {
 

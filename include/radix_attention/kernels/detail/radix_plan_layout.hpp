@@ -137,19 +137,20 @@ inline void radix_work_items(const RadixPlan& plan, std::int32_t group_size,
     RadixItem item;
   };
   std::vector<Keyed> items;
-  for (std::int32_t c = 0; c < plan.num_chunks(); ++c) {
-    const std::int64_t rows = static_cast<std::int64_t>(plan.chunk_query_indptr[c + 1] -
-                                                        plan.chunk_query_indptr[c]) *
-                              group_size;
+  for (std::size_t c = 0; c < plan.chunk_row.size(); ++c) {
+    const std::int64_t rows =
+        static_cast<std::int64_t>(plan.chunk_query_indptr[c + 1] - plan.chunk_query_indptr[c]) *
+        group_size;
     const std::int64_t tokens = plan.chunk_token_end[c] - plan.chunk_token_begin[c];
     for (std::int64_t r = 0; r < rows; r += kRadixRowsPerTile) {
       const std::int64_t tile_rows = std::min<std::int64_t>(kRadixRowsPerTile, rows - r);
       // Bytes read (~tokens) plus tensor-core work (~tokens x 16-row fragments), in one unit.
       const std::int64_t cost = tokens * (4 + (tile_rows + 15) / 16);
-      items.push_back({cost,
-                       {c, static_cast<std::int32_t>(r), static_cast<std::int32_t>(tile_rows),
-                        plan.chunk_token_begin[c], plan.chunk_token_end[c], plan.chunk_row[c],
-                        plan.chunk_query_indptr[c], 0}});
+      items.push_back(
+          {cost,
+           {static_cast<std::int32_t>(c), static_cast<std::int32_t>(r),
+            static_cast<std::int32_t>(tile_rows), plan.chunk_token_begin[c],
+            plan.chunk_token_end[c], plan.chunk_row[c], plan.chunk_query_indptr[c], 0}});
     }
   }
   std::stable_sort(items.begin(), items.end(),
@@ -158,10 +159,8 @@ inline void radix_work_items(const RadixPlan& plan, std::int32_t group_size,
   for (std::size_t i = 0; i < items.size(); ++i) out[i] = items[i].item;
 }
 
-/// Capacity a plan needs (items depend on the group size: rows = queries x group).
-inline RadixPlanCapacity radix_plan_need(const RadixPlan& plan, std::int32_t group_size,
-                                         std::int64_t num_items) {
-  (void)group_size;
+/// Capacity a plan needs, given its work-item count (which depends on the group size).
+inline RadixPlanCapacity radix_plan_need(const RadixPlan& plan, std::int64_t num_items) {
   return RadixPlanCapacity{plan.num_chunks(), plan.num_partials(), plan.num_queries, num_items};
 }
 
@@ -182,8 +181,7 @@ inline RadixPlanSummary pack_radix_plan(const RadixPlan& plan,
   std::vector<RadixItem> items;
   radix_work_items(plan, group_size, items);
 
-  const RadixPlanCapacity need =
-      radix_plan_need(plan, group_size, static_cast<std::int64_t>(items.size()));
+  const RadixPlanCapacity need = radix_plan_need(plan, static_cast<std::int64_t>(items.size()));
   RadixPlanCapacity grown = cap;
   if (!cap.holds(need)) {
     // Grow by half again so a slowly growing batch does not reallocate every step.
@@ -220,7 +218,7 @@ inline RadixPlanSummary pack_radix_plan(const RadixPlan& plan,
   s.num_partials = plan.num_partials();
   s.num_items = static_cast<std::int32_t>(items.size());
   s.group_size = group_size;
-  for (std::int32_t c = 0; c < plan.num_chunks(); ++c) {
+  for (std::size_t c = 0; c < plan.chunk_row.size(); ++c) {
     s.max_token_end = std::max(s.max_token_end, plan.chunk_token_end[c]);
     s.rows +=
         static_cast<std::int64_t>(plan.chunk_query_indptr[c + 1] - plan.chunk_query_indptr[c]) *
