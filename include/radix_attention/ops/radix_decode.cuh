@@ -31,7 +31,8 @@ struct RadixDecodeOptions {
   float scale = 0.f;  ///< softmax scale; 0 means 1 / sqrt(head_dim)
   /// Launch a fixed, persistent grid (SMs x resident CTAs) that reads the work count from the
   /// plan on the device: the launch can then be captured in a CUDA graph and replayed for any
-  /// later plan that fits the DeviceRadixPlan's capacity (see DeviceRadixPlan::reserve).
+  /// later plan that fits the DeviceRadixPlan's capacity (see DeviceRadixPlan::reserve) and has
+  /// the same number of queries (the merge's grid is sized by the batch) and the same buffers.
   bool fixed_grid = false;
   /// When set, the plan's batch_fingerprint must equal it (else StateError): pass the current
   /// batch's fingerprint to reject a plan built before the sequences changed.
