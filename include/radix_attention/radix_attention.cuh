@@ -5,3 +5,9 @@
 
 #include "radix_attention/cache.hpp"
 #include "radix_attention/core/cuda_check.cuh"
+#include "radix_attention/core/dtype.cuh"
+#include "radix_attention/core/views.hpp"
+#include "radix_attention/ops/merge_states.cuh"
+#include "radix_attention/ops/paged_decode.cuh"
+#include "radix_attention/ops/radix_decode.cuh"
+#include "radix_attention/reference/attention.hpp"
