@@ -40,8 +40,9 @@ NVCC_FLAGS = [
     "-U__CUDA_NO_HALF2_OPERATORS__", "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
     "-U__CUDA_NO_BFLOAT16_OPERATORS__",
 ]
-# Hidden visibility: pybind11 types stay private to this module (only PyInit__C is exported).
-CXX_FLAGS = ["-O3", "-fvisibility=hidden"]
+# Default symbol visibility, as torch's own extension builds use: with -fvisibility=hidden the
+# module would get private copies of inline statics that must be shared with libtorch.
+CXX_FLAGS = ["-O3"]
 
 setup(
     ext_modules=[

@@ -50,20 +50,24 @@ void register_exceptions(py::module_& m) {
                      "A tensor argument has the wrong dtype or kind.");
 
   py::register_local_exception_translator([](std::exception_ptr p) {
+    // A class missing (never expected) degrades to RuntimeError instead of a NULL type.
+    auto raise = [](PyObject* type, const std::exception& e) {
+      PyErr_SetString(type != nullptr ? type : PyExc_RuntimeError, e.what());
+    };
     try {
       if (p) std::rethrow_exception(p);
     } catch (const ArgumentTypeError& e) {
-      PyErr_SetString(g_argument_type_error, e.what());
+      raise(g_argument_type_error, e);
     } catch (const radix_attention::InvalidArgument& e) {
-      PyErr_SetString(g_invalid_argument, e.what());
+      raise(g_invalid_argument, e);
     } catch (const radix_attention::CapacityError& e) {
-      PyErr_SetString(g_capacity_error, e.what());
+      raise(g_capacity_error, e);
     } catch (const radix_attention::StateError& e) {
-      PyErr_SetString(g_state_error, e.what());
+      raise(g_state_error, e);
     } catch (const radix_attention::CudaError& e) {
-      PyErr_SetString(g_cuda_error, e.what());
+      raise(g_cuda_error, e);
     } catch (const radix_attention::Error& e) {
-      PyErr_SetString(g_error, e.what());
+      raise(g_error, e);
     }
   });
 }
