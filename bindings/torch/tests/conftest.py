@@ -1,15 +1,12 @@
-"""Shared fixtures: tests skip cleanly where torch, the extension or a GPU is missing."""
+"""Shared fixtures. Nothing is imported here at module level: each test module skips itself
+where torch, the extension or a GPU is missing (see extension_import.py)."""
 import pytest
-
-torch = pytest.importorskip("torch")
-ra = pytest.importorskip("radix_attention_torch")
-
-requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @pytest.fixture
 def gen():
     """A fresh, seeded CPU generator per test: failures reproduce."""
+    torch = pytest.importorskip("torch")
     g = torch.Generator()
     g.manual_seed(1234)
     return g

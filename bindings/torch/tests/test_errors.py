@@ -1,8 +1,10 @@
 """Every tensor argument is checked before launch, with the argument named in the message."""
 import pytest
 
+from extension_import import import_extension  # noqa: E402
+
 torch = pytest.importorskip("torch")
-ra = pytest.importorskip("radix_attention_torch")
+ra = import_extension()
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -1,8 +1,10 @@
 """Host-side classes: no GPU needed."""
 import pytest
 
+from extension_import import import_extension  # noqa: E402
+
 torch = pytest.importorskip("torch")
-ra = pytest.importorskip("radix_attention_torch")
+ra = import_extension()
 
 
 def test_exception_hierarchy():

@@ -3,8 +3,10 @@ import math
 
 import pytest
 
+from extension_import import import_extension  # noqa: E402
+
 torch = pytest.importorskip("torch")
-ra = pytest.importorskip("radix_attention_torch")
+ra = import_extension()
 from attention_reference import assert_close, make_cache, random_batch, reference  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
