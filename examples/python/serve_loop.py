@@ -13,7 +13,7 @@ cached KV blocks and the planner reads them once per step) and without (every re
 own cache namespace, planner sharing off). Prints the prefix hit rate, prefill tokens computed,
 and the mean step / attention time of each run.
 
-    pip install --no-build-isolation ./bindings/torch
+    python3 -m pip install --no-build-isolation ./bindings/torch
     python examples/python/serve_loop.py --requests 256 --prompts 4
 """
 import argparse
