@@ -1,5 +1,5 @@
 // Host cost of planning one decode batch (BM_batch_planner/<case>): block trie, sharing
-// decision, chunking and plan arrays; plus the batch fingerprint and plan packing alone.
+// decision, chunking and plan arrays; plus the batch fingerprint alone.
 // Cases follow the radix-decode benchmark's batches (bf16, 32 q / 8 kv heads, head_dim 128).
 
 #include <benchmark/benchmark.h>
@@ -88,12 +88,6 @@ void BM_batch_planner_fingerprint_256x2048(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(ra::fingerprint_batch(t.view()));
 }
 
-void BM_batch_planner_pack_256x2048(benchmark::State& state) {
-  const Tables t = make_batch(1, 256, 2048, 0, 64, 16);
-  const ra::RadixPlan plan = ra::plan(t.view());
-  for (auto _ : state) benchmark::DoNotOptimize(ra::pack_radix_plan(plan));
-}
-
 }  // namespace
 
 BENCHMARK(BM_batch_planner_private_256x2048)
@@ -116,8 +110,5 @@ BENCHMARK(BM_batch_planner_shared_256x2048_64_block1)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_batch_planner_fingerprint_256x2048)
     ->Name("BM_batch_planner/fingerprint_256x2112")
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_batch_planner_pack_256x2048)
-    ->Name("BM_batch_planner/pack_256x(2048+64)")
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK_MAIN();

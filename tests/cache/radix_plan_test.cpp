@@ -1,5 +1,5 @@
 // RadixPlan: validate_radix_plan accepts a valid plan and reports every kind of error it checks
-// (each message names the field); packing into one int32 buffer and back.
+// (each message names the field).
 
 #include "radix_attention/cache/radix_plan.hpp"
 
@@ -143,94 +143,6 @@ TEST(RadixPlanValidate, EveryReportedError) {
 TEST(RadixPlanValidate, QueryWithContextButNoPartials) {
   ra::RadixPlan p = valid_plan();
   expect_rejected(p, "is not covered exactly", {40, 50, 8});
-}
-
-TEST(RadixPlanPack, RoundTripAndLayout) {
-  const ra::RadixPlan plan = valid_plan();
-  const ra::PackedRadixPlan packed = ra::pack_radix_plan(plan);
-  const auto& d = packed.data;
-  ASSERT_EQ(d.size(), static_cast<std::size_t>(packed.layout.total_words));
-  EXPECT_EQ(packed.bytes(), d.size() * 4);
-  EXPECT_EQ(d[ra::kPackedWordMagic], ra::kPackedPlanMagic);
-  EXPECT_EQ(d[ra::kPackedWordVersion], ra::kPackedPlanVersion);
-  EXPECT_EQ(d[ra::kPackedWordHeaderWords], packed.layout.header_words);
-  EXPECT_EQ(d[ra::kPackedWordNumArrays], ra::kNumPlanArrays);
-  EXPECT_EQ(d[ra::kPackedWordNumQueries], 3);
-  EXPECT_EQ(d[ra::kPackedWordNumChunks], 4);
-  EXPECT_EQ(d[ra::kPackedWordNumPartials], 6);
-  EXPECT_EQ(d[ra::kPackedWordNumSegments], 3);
-  EXPECT_EQ(static_cast<std::uint32_t>(d[ra::kPackedWordFingerprintLo]), 0x89abcdefu);
-  EXPECT_EQ(static_cast<std::uint32_t>(d[ra::kPackedWordFingerprintHi]), 0x01234567u);
-  EXPECT_EQ(d[ra::kPackedWordTotalWords], packed.layout.total_words);
-  EXPECT_EQ(packed.layout.header_words % ra::kPackedPlanAlignWords, 0);
-  for (std::int32_t i = 0; i < ra::kNumPlanArrays; ++i) {
-    const auto a = static_cast<std::size_t>(i);
-    EXPECT_EQ(d[static_cast<std::size_t>(ra::kPackedWordOffsets + i)], packed.layout.offset[a]);
-    EXPECT_EQ(d[static_cast<std::size_t>(ra::kPackedWordOffsets + ra::kNumPlanArrays + i)],
-              packed.layout.size[a]);
-    EXPECT_EQ(packed.layout.offset[a] % ra::kPackedPlanAlignWords, 0);
-    EXPECT_GE(packed.layout.offset[a], packed.layout.header_words);
-  }
-  const std::int32_t* rows = packed.array(ra::PlanArray::chunk_row);
-  EXPECT_EQ(std::vector<std::int32_t>(rows, rows + 4), plan.chunk_row);
-  const std::int32_t* qp = packed.array(ra::PlanArray::query_partials);
-  EXPECT_EQ(std::vector<std::int32_t>(qp, qp + 6), plan.query_partials);
-  EXPECT_EQ(packed.layout.size_of(ra::PlanArray::chunk_query_indptr), 5);
-
-  const ra::RadixPlan back = ra::unpack_radix_plan(d.data(), d.size());
-  EXPECT_EQ(back.num_queries, plan.num_queries);
-  EXPECT_EQ(back.num_segments, plan.num_segments);
-  EXPECT_EQ(back.batch_fingerprint, plan.batch_fingerprint);
-  EXPECT_EQ(back.chunk_row, plan.chunk_row);
-  EXPECT_EQ(back.chunk_token_begin, plan.chunk_token_begin);
-  EXPECT_EQ(back.chunk_token_end, plan.chunk_token_end);
-  EXPECT_EQ(back.chunk_query_indptr, plan.chunk_query_indptr);
-  EXPECT_EQ(back.chunk_queries, plan.chunk_queries);
-  EXPECT_EQ(back.query_partial_indptr, plan.query_partial_indptr);
-  EXPECT_EQ(back.query_partials, plan.query_partials);
-  EXPECT_EQ(back.chunk_segment, plan.chunk_segment);
-  EXPECT_NO_THROW(ra::validate_radix_plan(back, kLens));
-}
-
-TEST(RadixPlanPack, IntoCallerBufferChecksCapacityAndWritesNothingOnError) {
-  const ra::RadixPlan plan = valid_plan();
-  const ra::PackedPlanLayout layout = ra::packed_plan_layout(plan);
-  std::vector<std::int32_t> buffer(static_cast<std::size_t>(layout.total_words), 77);
-  EXPECT_THROW(ra::pack_radix_plan_into(plan, buffer.data(), buffer.size() - 1), ra::CapacityError);
-  EXPECT_EQ(buffer, std::vector<std::int32_t>(buffer.size(), 77));
-  EXPECT_THROW(ra::pack_radix_plan_into(plan, nullptr, 1000), ra::InvalidArgument);
-  const ra::PackedPlanLayout written = ra::pack_radix_plan_into(plan, buffer.data(), buffer.size());
-  EXPECT_EQ(written.offset, layout.offset);
-  EXPECT_EQ(buffer, ra::pack_radix_plan(plan).data);
-}
-
-TEST(RadixPlanPack, UnpackRejectsWhatIsNotAPackedPlan) {
-  std::vector<std::int32_t> d = ra::pack_radix_plan(valid_plan()).data;
-  EXPECT_THROW(ra::unpack_radix_plan(nullptr, 10), ra::InvalidArgument);
-  EXPECT_THROW(ra::unpack_radix_plan(d.data(), 5), ra::InvalidArgument);
-  auto bad = d;
-  bad[ra::kPackedWordMagic] = 0;
-  EXPECT_THROW(ra::unpack_radix_plan(bad.data(), bad.size()), ra::InvalidArgument);
-  bad = d;
-  bad[ra::kPackedWordVersion] = 99;
-  EXPECT_THROW(ra::unpack_radix_plan(bad.data(), bad.size()), ra::InvalidArgument);
-  bad = d;
-  bad[ra::kPackedWordNumArrays] = 1;
-  EXPECT_THROW(ra::unpack_radix_plan(bad.data(), bad.size()), ra::InvalidArgument);
-  bad = d;
-  bad[ra::kPackedWordOffsets + 2] = static_cast<std::int32_t>(d.size());  // array past the end
-  EXPECT_THROW(ra::unpack_radix_plan(bad.data(), bad.size()), ra::InvalidArgument);
-  EXPECT_THROW(ra::unpack_radix_plan(d.data(), d.size() - 4), ra::InvalidArgument);
-}
-
-TEST(RadixPlanPack, EmptyPlan) {
-  ra::RadixPlan plan;
-  plan.query_partial_indptr = {0};
-  const auto packed = ra::pack_radix_plan(plan);
-  const ra::RadixPlan back = ra::unpack_radix_plan(packed.data.data(), packed.data.size());
-  EXPECT_EQ(back.chunk_query_indptr, std::vector<std::int32_t>{0});
-  EXPECT_EQ(back.query_partial_indptr, std::vector<std::int32_t>{0});
-  EXPECT_NO_THROW(ra::validate_radix_plan(back, {}));
 }
 
 }  // namespace

@@ -1,18 +1,15 @@
 #pragma once
 /// @file
 /// RadixPlan: what the batch planner hands the radix-decode kernel for one batch (DESIGN.md,
-/// "Radix plan"). Plain C++17 data + validation + packing into one flat int32 buffer, so the
-/// whole plan reaches the GPU with a single copy.
+/// "Radix plan"). Plain C++17 data + validation; the kernel side (DeviceRadixPlan) packs it for
+/// the GPU.
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
-#include <limits>
 #include <utility>
 #include <vector>
 
-#include "radix_attention/cache/detail/planner_pack.hpp"
 #include "radix_attention/core/error.hpp"
 
 namespace radix_attention {
@@ -35,6 +32,9 @@ namespace radix_attention {
  * LSE `[num_partials, num_q_heads]`. Query `q` merges partials
  * `query_partials[query_partial_indptr[q] .. query_partial_indptr[q + 1])`, which together
  * cover `[0, context_lens[q])` exactly once. A query with zero context has no partials.
+ *
+ * The kernel side (DeviceRadixPlan) packs these arrays into one pinned buffer and uploads it with
+ * one cudaMemcpyAsync.
  */
 struct RadixPlan {
   std::int32_t num_queries = 0;
@@ -152,145 +152,6 @@ inline void validate_radix_plan(const RadixPlan& plan,
   for (std::size_t p = 0; p < seen.size(); ++p) {
     expects(seen[p] == 1, "partial", p, "is never merged into its query");
   }
-}
-
-/**
- * @brief A RadixPlan packed into one int32 buffer: one cudaMemcpyAsync moves the whole plan.
- *
- * Layout of `data` (int32 words; PackedPlanWord names the header indices):
- *
- *     [0] kPackedPlanMagic  [1] kPackedPlanVersion  [2] header words H  [3] number of arrays A
- *     [4] num_queries  [5] num_chunks  [6] num_partials  [7] num_segments
- *     [8] batch_fingerprint low 32 bits  [9] high 32 bits  [10] total words
- *     [11 .. 11+A)     offset of array i (words from data[0]), i in PlanArray order
- *     [11+A .. 11+2A)  size of array i (elements)
- *     zero padding up to H (a multiple of 4)
- *     the arrays, in PlanArray order, each starting at a multiple of 4 words, zero padded
- *
- * The header travels with the arrays, so a kernel launched with a fixed grid (CUDA graph) can
- * read the counts from device memory instead of from launch arguments. `layout` holds the same
- * offsets on the host, for building kernel parameters (device base pointer + offset).
- */
-struct PackedRadixPlan {
-  std::vector<std::int32_t> data;
-  PackedPlanLayout layout;
-
-  /// @brief Host pointer to array `a` inside `data`.
-  const std::int32_t* array(PlanArray a) const { return data.data() + layout.offset_of(a); }
-  /// @brief Size of the buffer in bytes (what to copy).
-  std::size_t bytes() const { return data.size() * sizeof(std::int32_t); }
-};
-
-/**
- * @brief Where each array of `plan` goes in its packed form (see PackedRadixPlan).
- * @throw CapacityError if the packed plan would exceed the int32 range of offsets.
- */
-inline PackedPlanLayout packed_plan_layout(const RadixPlan& plan) {
-  PackedPlanLayout layout;
-  layout.header_words = detail::packed_header_words();
-  std::int64_t at = layout.header_words;
-  const auto arrays = detail::plan_arrays(plan);
-  for (std::size_t i = 0; i < arrays.size(); ++i) {
-    const auto n = static_cast<std::int64_t>(arrays[i]->size());
-    expects<CapacityError>(at + n <= std::numeric_limits<std::int32_t>::max(), "packed plan words",
-                           at + n, "exceed the int32 range of offsets");
-    layout.offset[i] = static_cast<std::int32_t>(at);
-    layout.size[i] = static_cast<std::int32_t>(n);
-    at = detail::align_up_words(at + n);
-  }
-  expects<CapacityError>(at <= std::numeric_limits<std::int32_t>::max(), "packed plan words", at,
-                         "exceed the int32 range of offsets");
-  layout.total_words = static_cast<std::int32_t>(at);
-  return layout;
-}
-
-/**
- * @brief Packs `plan` into caller memory (e.g. a pinned staging buffer), layout as documented on
- * PackedRadixPlan.
- * @param plan the plan (not validated here; see validate_radix_plan).
- * @param out destination, at least packed_plan_layout(plan).total_words words.
- * @param capacity_words words available at `out`.
- * @return the layout written.
- * @throw InvalidArgument if out is null; CapacityError if capacity_words is too small (nothing is
- * written then).
- */
-inline PackedPlanLayout pack_radix_plan_into(const RadixPlan& plan, std::int32_t* out,
-                                             std::size_t capacity_words) {
-  expects(out != nullptr, "out", "nullptr", "must point to the destination buffer");
-  const PackedPlanLayout layout = packed_plan_layout(plan);
-  expects<CapacityError>(capacity_words >= static_cast<std::size_t>(layout.total_words),
-                         "capacity_words", capacity_words,
-                         "is smaller than the packed plan (packed_plan_layout().total_words)");
-  std::fill(out, out + layout.total_words, 0);
-  out[kPackedWordMagic] = kPackedPlanMagic;
-  out[kPackedWordVersion] = kPackedPlanVersion;
-  out[kPackedWordHeaderWords] = layout.header_words;
-  out[kPackedWordNumArrays] = kNumPlanArrays;
-  out[kPackedWordNumQueries] = plan.num_queries;
-  out[kPackedWordNumChunks] = plan.num_chunks();
-  out[kPackedWordNumPartials] = plan.num_partials();
-  out[kPackedWordNumSegments] = plan.num_segments;
-  const auto fp_lo = static_cast<std::uint32_t>(plan.batch_fingerprint & 0xffffffffu);
-  const auto fp_hi = static_cast<std::uint32_t>(plan.batch_fingerprint >> 32);
-  std::memcpy(&out[kPackedWordFingerprintLo], &fp_lo, sizeof(fp_lo));
-  std::memcpy(&out[kPackedWordFingerprintHi], &fp_hi, sizeof(fp_hi));
-  out[kPackedWordTotalWords] = layout.total_words;
-  const auto arrays = detail::plan_arrays(plan);
-  for (std::size_t i = 0; i < arrays.size(); ++i) {
-    out[kPackedWordOffsets + i] = layout.offset[i];
-    out[kPackedWordOffsets + kNumPlanArrays + i] = layout.size[i];
-    std::copy(arrays[i]->begin(), arrays[i]->end(), out + layout.offset[i]);
-  }
-  return layout;
-}
-
-/**
- * @brief Packs `plan` into a new buffer (see PackedRadixPlan for the layout).
- * @throw CapacityError if the plan exceeds the int32 range of offsets.
- */
-inline PackedRadixPlan pack_radix_plan(const RadixPlan& plan) {
-  PackedRadixPlan packed;
-  packed.data.resize(static_cast<std::size_t>(packed_plan_layout(plan).total_words));
-  packed.layout = pack_radix_plan_into(plan, packed.data.data(), packed.data.size());
-  return packed;
-}
-
-/**
- * @brief Rebuilds a RadixPlan from its packed form (debugging, tests, plans read back from the
- * device). Arrays beyond those this version knows are ignored.
- * @param data the packed words; @param num_words how many words `data` holds.
- * @throw InvalidArgument if the header is not a packed plan's or an array lies outside the buffer.
- */
-inline RadixPlan unpack_radix_plan(const std::int32_t* data, std::size_t num_words) {
-  expects(data != nullptr, "data", "nullptr", "must point to a packed plan");
-  expects(num_words >= static_cast<std::size_t>(kPackedWordOffsets), "num_words", num_words,
-          "is shorter than a packed plan header");
-  expects(data[kPackedWordMagic] == kPackedPlanMagic, "data[0]", data[kPackedWordMagic],
-          "is not the packed plan magic number");
-  expects(data[kPackedWordVersion] == kPackedPlanVersion, "packed plan version",
-          data[kPackedWordVersion], "is not supported");
-  const std::int32_t num_arrays = data[kPackedWordNumArrays];
-  expects(num_arrays >= kNumPlanArrays && static_cast<std::size_t>(kPackedWordOffsets) +
-                                                  2 * static_cast<std::size_t>(num_arrays) <=
-                                              num_words,
-          "packed plan array count", num_arrays, "is too small or does not fit the buffer");
-  RadixPlan plan;
-  plan.num_queries = data[kPackedWordNumQueries];
-  plan.num_segments = data[kPackedWordNumSegments];
-  std::uint32_t fp_lo = 0;
-  std::uint32_t fp_hi = 0;
-  std::memcpy(&fp_lo, &data[kPackedWordFingerprintLo], sizeof(fp_lo));
-  std::memcpy(&fp_hi, &data[kPackedWordFingerprintHi], sizeof(fp_hi));
-  plan.batch_fingerprint = (static_cast<std::uint64_t>(fp_hi) << 32) | fp_lo;
-  auto arrays = detail::plan_arrays(plan);
-  for (std::size_t i = 0; i < arrays.size(); ++i) {
-    const std::int64_t offset = data[kPackedWordOffsets + i];
-    const std::int64_t size = data[kPackedWordOffsets + num_arrays + static_cast<std::int32_t>(i)];
-    expects(offset >= 0 && size >= 0 && static_cast<std::size_t>(offset + size) <= num_words,
-            "packed plan array", i, "lies outside the buffer");
-    arrays[i]->assign(data + offset, data + offset + size);
-  }
-  return plan;
 }
 
 }  // namespace radix_attention
