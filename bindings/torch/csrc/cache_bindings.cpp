@@ -238,7 +238,8 @@ RadixTree, requests reuse cached prefixes (add) and leave their blocks cached (f
       .def(
           "block_tables",
           [](const ra::SequenceManager& sm, const std::vector<ra::SequenceId>& seqs,
-             std::int32_t max_blocks_per_seq, std::optional<at::Device> device) {
+             std::int32_t max_blocks_per_seq, py::handle device_obj) {
+            const auto device = device_arg(device_obj, "SequenceManager.block_tables");
             const ra::BlockTables t = sm.export_block_tables(seqs, max_blocks_per_seq);
             return py::make_tuple(
                 int32_tensor(t.block_tables, {t.num_seqs, t.max_blocks_per_seq}, device),
@@ -252,7 +253,8 @@ RadixTree, requests reuse cached prefixes (add) and leave their blocks cached (f
       .def(
           "take_slot_mapping",
           [](ra::SequenceManager& sm, const std::vector<ra::SequenceId>& seqs,
-             std::optional<at::Device> device) {
+             py::handle device_obj) {
+            const auto device = device_arg(device_obj, "SequenceManager.take_slot_mapping");
             const std::vector<std::int32_t> slots = sm.take_slot_mapping(seqs);
             return int32_tensor(slots, {static_cast<std::int64_t>(slots.size())}, device);
           },

@@ -9,12 +9,44 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "errors.hpp"
 #include "radix_attention/core/error.hpp"
 
 namespace radix_attention_torch {
+
+/// @brief A device argument: None, a torch.device, a string ("cuda", "cuda:1", "cpu") or a CUDA
+/// device index. (torch's own caster accepts torch.device objects only.)
+/// @throw ArgumentTypeError for anything else; InvalidArgument for a malformed string.
+inline std::optional<at::Device> device_arg(const pybind11::handle& obj, const char* fn) {
+  namespace py = pybind11;
+  if (obj.is_none()) return std::nullopt;
+  if (py::isinstance<py::str>(obj)) {
+    const std::string name = obj.cast<std::string>();
+    try {
+      return at::Device(name);
+    } catch (const std::exception&) {
+      throw radix_attention::InvalidArgument(std::string(fn) + ": device = '" + name +
+                                             "': not a device string (e.g. 'cuda', 'cuda:0')");
+    }
+  }
+  if (py::isinstance<py::int_>(obj) && !py::isinstance<py::bool_>(obj)) {
+    const long long index = obj.cast<long long>();
+    if (index < 0 || index > 127) {
+      throw radix_attention::InvalidArgument(
+          std::string(fn) + ": device = " + std::to_string(index) + ": not a CUDA device index");
+    }
+    return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  try {
+    return obj.cast<at::Device>();
+  } catch (const py::cast_error&) {
+    throw ArgumentTypeError(std::string(fn) +
+                            ": device must be None, a torch.device, a string or an index");
+  }
+}
 
 /// @brief `values` as an int32 tensor of `shape`: on the CPU when `device` is empty or a CPU
 /// device, else copied (asynchronously, from pinned memory, on the device's current stream).

@@ -285,15 +285,21 @@ later plan() calls (its device buffer is then reused; radix_decode raises StateE
                              [](BatchPlanner& p) { return p.options().num_kv_heads; })
       .def_property_readonly("head_dim", [](BatchPlanner& p) { return p.options().head_dim; })
       .def_property_readonly("num_plan_buffers", &BatchPlanner::num_plan_buffers)
-      .def("plan", &BatchPlanner::plan_sequences, py::arg("manager"), py::arg("seqs"),
-           py::kw_only(), py::arg("device") = py::none(),
-           "Plans the batch whose row i is the new token of seqs[i] (live sequences of "
-           "manager); uploads it to `device` (default: the current CUDA device).")
+      .def(
+          "plan",
+          [](BatchPlanner& p, const ra::SequenceManager& manager,
+             const std::vector<ra::SequenceId>& seqs, py::handle device) {
+            return p.plan_sequences(manager, seqs, device_arg(device, "BatchPlanner.plan"));
+          },
+          py::arg("manager"), py::arg("seqs"), py::kw_only(), py::arg("device") = py::none(),
+          "Plans the batch whose row i is the new token of seqs[i] (live sequences of "
+          "manager); uploads it to `device` (default: the current CUDA device).")
       .def(
           "plan_tables",
           [](BatchPlanner& p, const at::Tensor& block_tables, const at::Tensor& context_lens,
-             std::int32_t block_size, std::optional<at::Device> device) {
+             std::int32_t block_size, py::handle device_obj) {
             const ArgChecker c("BatchPlanner.plan_tables");
+            const auto device = device_arg(device_obj, "BatchPlanner.plan_tables");
             return p.plan_tables(tables_from_tensors(c, block_tables, context_lens), block_size,
                                  device.has_value() || !block_tables.is_cuda()
                                      ? device

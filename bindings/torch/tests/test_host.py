@@ -77,6 +77,13 @@ def test_sequence_manager_tables_fork_slots():
     assert sm.blocks(f.child)[:2] == b[:2]
     sm.append(f.child, 3)
     tables, lens = sm.block_tables([s, f.child])
+    for device in ("cpu", torch.device("cpu"), None):  # strings and torch.device both work
+        t2, _ = sm.block_tables([s, f.child], device=device)
+        assert t2.device.type == "cpu" and torch.equal(t2, tables)
+    with pytest.raises(TypeError, match="device"):
+        sm.block_tables([s], device=object())
+    with pytest.raises(ValueError, match="device"):
+        sm.block_tables([s], device="not-a-device")
     assert tables.dtype == torch.int32 and tables.shape == (2, 4)
     assert lens.tolist() == [10, 13]
     assert tables[0, 3].item() == -1  # padding
