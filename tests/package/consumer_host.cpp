@@ -7,6 +7,7 @@ int main() {
   radix_attention::BlockAllocator allocator(16);
   auto blocks = allocator.allocate(4);
   allocator.release(blocks);
-  std::printf("consumer_host: %d of %d blocks free\n", allocator.num_free(), allocator.num_blocks());
+  std::printf("consumer_host: %d of %d blocks free\n", allocator.num_free(),
+              allocator.num_blocks());
   return allocator.num_free() == 16 ? 0 : 1;
 }

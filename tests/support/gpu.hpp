@@ -26,8 +26,8 @@ class GpuTest : public ::testing::Test {
 }  // namespace radix_attention::test
 
 /// For TEST() bodies that do not use the GpuTest fixture.
-#define RADIX_ATTENTION_REQUIRE_GPU()                                           \
-  do {                                                                          \
-    if (!::radix_attention::test::gpu_available())                              \
-      GTEST_SKIP() << "no CUDA device present; GPU test skipped";               \
+#define RADIX_ATTENTION_REQUIRE_GPU()                             \
+  do {                                                            \
+    if (!::radix_attention::test::gpu_available())                \
+      GTEST_SKIP() << "no CUDA device present; GPU test skipped"; \
   } while (0)

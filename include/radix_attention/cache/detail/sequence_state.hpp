@@ -27,7 +27,7 @@ struct SequenceState {
   std::int32_t num_tokens = 0;  ///< context length
   std::vector<BlockId> blocks;  ///< block table row, in token order
   std::int32_t pending_begin =
-      0;  ///< tokens [pending_begin, num_tokens) are not yet in a slot mapping
+      0;                   ///< tokens [pending_begin, num_tokens) are not yet in a slot mapping
   TreeSequenceState tree;  ///< prefix-cache state (used only by a manager with a RadixTree)
 };
 
