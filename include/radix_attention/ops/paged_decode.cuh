@@ -30,6 +30,7 @@
 #include "radix_attention/core/error.hpp"
 #include "radix_attention/core/views.hpp"
 #include "radix_attention/kernels/paged_decode.cuh"
+#include "radix_attention/ops/detail/decode_checks.hpp"
 #include "radix_attention/ops/merge_states.cuh"
 
 namespace radix_attention {
@@ -136,24 +137,8 @@ int cached_occupancy(const PagedDecodeKernelInfo<T>& info, int head_dim, int dev
 template <class T>
 void validate_paged_decode_shapes(int num_q_heads, const PagedKvCacheView<T>& cache,
                                   const BlockTableView& tables, const PagedDecodeOptions& options) {
-  expects(cache.num_kv_heads >= 1, "cache.num_kv_heads", cache.num_kv_heads, "must be >= 1");
-  expects(num_q_heads >= 1, "num_q_heads", num_q_heads, "must be >= 1");
-  expects_that(num_q_heads % cache.num_kv_heads == 0, "num_q_heads = ", num_q_heads,
-               " must be a multiple of cache.num_kv_heads = ", cache.num_kv_heads);
-  expects(cache.head_dim == 64 || cache.head_dim == 128 || cache.head_dim == 256, "cache.head_dim",
-          cache.head_dim, "must be 64, 128 or 256");
-  expects(cache.block_size >= 1, "cache.block_size", cache.block_size, "must be >= 1");
-  expects(cache.num_blocks >= 1, "cache.num_blocks", cache.num_blocks, "must be >= 1");
-  expects(static_cast<std::int64_t>(cache.num_blocks) * cache.block_size <= INT32_MAX,
-          "cache.num_blocks * cache.block_size",
-          static_cast<std::int64_t>(cache.num_blocks) * cache.block_size,
-          "must fit in int32 (token slots are int32)");
-  expects(tables.num_seqs >= 0 && tables.num_seqs <= 65535, "tables.num_seqs", tables.num_seqs,
-          "must be in [0, 65535]");
-  expects(tables.max_blocks_per_seq >= 1, "tables.max_blocks_per_seq", tables.max_blocks_per_seq,
-          "must be >= 1");
-  expects(tables.row_stride >= tables.max_blocks_per_seq, "tables.row_stride", tables.row_stride,
-          "must be >= tables.max_blocks_per_seq");
+  // Sequences are grid.z of the launch, hence at most 65535 of them.
+  check_decode_shapes(num_q_heads, cache, tables, NumSeqsLimit{65535, "must be in [0, 65535]"});
   const std::int64_t capacity =
       static_cast<std::int64_t>(tables.max_blocks_per_seq) * cache.block_size;
   expects(capacity <= INT32_MAX, "tables.max_blocks_per_seq * cache.block_size", capacity,
@@ -265,23 +250,7 @@ void paged_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
   static_assert(is_supported_dtype_v<T>, "paged_decode: T must be float, __half or __nv_bfloat16");
   detail::validate_paged_decode_shapes(num_q_heads, cache, tables, options);
   if (tables.num_seqs == 0) return;
-  auto aligned16 = [](const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; };
-  expects(q != nullptr, "q", "nullptr", "must be a device pointer");
-  expects(out != nullptr, "out", "nullptr", "must be a device pointer");
-  expects(cache.k != nullptr, "cache.k", "nullptr", "must be a device pointer");
-  expects(cache.v != nullptr, "cache.v", "nullptr", "must be a device pointer");
-  expects(tables.block_tables != nullptr, "tables.block_tables", "nullptr",
-          "must be a device pointer");
-  expects(tables.context_lens != nullptr, "tables.context_lens", "nullptr",
-          "must be a device pointer");
-  expects(aligned16(q), "q", static_cast<const void*>(q), "must be 16-byte aligned (vector loads)");
-  expects(aligned16(out), "out", static_cast<const void*>(out), "must be 16-byte aligned");
-  expects(aligned16(cache.k), "cache.k", static_cast<const void*>(cache.k),
-          "must be 16-byte aligned");
-  expects(aligned16(cache.v), "cache.v", static_cast<const void*>(cache.v),
-          "must be 16-byte aligned");
-  expects(reinterpret_cast<std::uintptr_t>(lse) % alignof(float) == 0, "lse",
-          static_cast<const void*>(lse), "must be float-aligned");
+  detail::check_decode_pointers(q, out, cache, tables, lse, /*reads_context_lens=*/true);
 
   const int splits = detail::plan_num_splits(num_q_heads, cache, tables, options);
   const std::size_t needed =
@@ -290,7 +259,7 @@ void paged_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
     expects<CapacityError>(workspace_bytes >= needed, "workspace_bytes", workspace_bytes,
                            "is smaller than paged_decode_workspace_bytes()");
     expects(workspace != nullptr, "workspace", "nullptr", "must be a device buffer when splitting");
-    expects(aligned16(workspace), "workspace", workspace, "must be 16-byte aligned");
+    expects(detail::is_aligned16(workspace), "workspace", workspace, "must be 16-byte aligned");
   }
 
   const detail::PagedDecodeKernelInfo<T> info =

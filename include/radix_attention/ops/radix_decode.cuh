@@ -23,6 +23,7 @@
 #include "radix_attention/kernels/detail/radix_device_plan.cuh"
 #include "radix_attention/kernels/detail/radix_merge.cuh"
 #include "radix_attention/kernels/radix_decode.cuh"
+#include "radix_attention/ops/detail/decode_checks.hpp"
 
 namespace radix_attention {
 
@@ -158,47 +159,17 @@ inline std::size_t radix_decode_workspace_bytes(const DeviceRadixPlan& plan, int
 
 namespace detail {
 
-/// Checks everything that does not need the plan: shapes, pointers, alignment, scale.
+/// Checks everything that does not need the plan: shapes, scale, pointers and alignment.
 template <class T>
 void validate_radix_decode_args(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
                                 const BlockTableView& tables, const T* out, const float* lse,
                                 const RadixDecodeOptions& options) {
   static_assert(is_supported_dtype_v<T>, "radix_decode: T must be float, __half or __nv_bfloat16");
-  auto aligned16 = [](const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; };
-  expects(cache.num_kv_heads >= 1, "cache.num_kv_heads", cache.num_kv_heads, "must be >= 1");
-  expects(num_q_heads >= 1, "num_q_heads", num_q_heads, "must be >= 1");
-  expects_that(num_q_heads % cache.num_kv_heads == 0, "num_q_heads = ", num_q_heads,
-               " must be a multiple of cache.num_kv_heads = ", cache.num_kv_heads);
-  expects(cache.head_dim == 64 || cache.head_dim == 128 || cache.head_dim == 256, "cache.head_dim",
-          cache.head_dim, "must be 64, 128 or 256");
-  expects(cache.block_size >= 1, "cache.block_size", cache.block_size, "must be >= 1");
-  expects(cache.num_blocks >= 1, "cache.num_blocks", cache.num_blocks, "must be >= 1");
-  expects(static_cast<std::int64_t>(cache.num_blocks) * cache.block_size <= INT32_MAX,
-          "cache.num_blocks * cache.block_size",
-          static_cast<std::int64_t>(cache.num_blocks) * cache.block_size,
-          "must fit in int32 (token slots are int32)");
-  expects(tables.num_seqs >= 0, "tables.num_seqs", tables.num_seqs, "must be >= 0");
-  expects(tables.max_blocks_per_seq >= 1, "tables.max_blocks_per_seq", tables.max_blocks_per_seq,
-          "must be >= 1");
-  expects(tables.row_stride >= tables.max_blocks_per_seq, "tables.row_stride", tables.row_stride,
-          "must be >= tables.max_blocks_per_seq");
+  check_decode_shapes(num_q_heads, cache, tables, NumSeqsLimit{INT32_MAX, "must be >= 0"});
   expects(std::isfinite(options.scale) && options.scale >= 0.f, "options.scale", options.scale,
           "must be finite and >= 0 (0 = 1 / sqrt(head_dim))");
   if (tables.num_seqs == 0) return;
-  expects(q != nullptr, "q", "nullptr", "must be a device pointer");
-  expects(out != nullptr, "out", "nullptr", "must be a device pointer");
-  expects(cache.k != nullptr, "cache.k", "nullptr", "must be a device pointer");
-  expects(cache.v != nullptr, "cache.v", "nullptr", "must be a device pointer");
-  expects(tables.block_tables != nullptr, "tables.block_tables", "nullptr",
-          "must be a device pointer");
-  expects(aligned16(q), "q", static_cast<const void*>(q), "must be 16-byte aligned (vector loads)");
-  expects(aligned16(out), "out", static_cast<const void*>(out), "must be 16-byte aligned");
-  expects(aligned16(cache.k), "cache.k", static_cast<const void*>(cache.k),
-          "must be 16-byte aligned");
-  expects(aligned16(cache.v), "cache.v", static_cast<const void*>(cache.v),
-          "must be 16-byte aligned");
-  expects(reinterpret_cast<std::uintptr_t>(lse) % alignof(float) == 0, "lse",
-          static_cast<const void*>(lse), "must be float-aligned");
+  check_decode_pointers(q, out, cache, tables, lse, /*reads_context_lens=*/false);
 }
 
 }  // namespace detail
@@ -258,8 +229,7 @@ void radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
   expects<CapacityError>(workspace_bytes >= needed, "workspace_bytes", workspace_bytes,
                          "is smaller than radix_decode_workspace_bytes(plan, ...)");
   expects(workspace != nullptr || needed == 0, "workspace", "nullptr", "must be a device buffer");
-  expects(reinterpret_cast<std::uintptr_t>(workspace) % 16 == 0, "workspace", workspace,
-          "must be 16-byte aligned");
+  expects(detail::is_aligned16(workspace), "workspace", workspace, "must be 16-byte aligned");
 
   const detail::RadixKernelInfo<T> info = detail::select_radix_kernel<T>(cache.head_dim);
   const int slots = detail::radix_grid_slots(info, cache.head_dim);
