@@ -18,11 +18,14 @@
 #include <string>
 #include <vector>
 
+#include "bench_support.cuh"
 #include "radix_attention/core/cuda_check.cuh"
 #include "radix_attention/ops/paged_decode.cuh"
 
 namespace {
 
+using bench::DeviceArray;
+using bench::fill_random;
 using radix_attention::BlockTableView;
 using radix_attention::PagedKvCacheView;
 using bf16 = __nv_bfloat16;
@@ -31,27 +34,6 @@ constexpr int kQHeads = 32;
 constexpr int kKvHeads = 8;
 constexpr int kHeadDim = 128;
 double g_read_ceiling_gbps = 0.0;  // set by BM_ceiling/read_only, which runs first
-
-template <class T>
-struct DeviceArray {
-  T* ptr = nullptr;
-  explicit DeviceArray(std::size_t n) {
-    RADIX_ATTENTION_CUDA_CHECK(cudaMalloc(&ptr, n * sizeof(T)));
-  }
-  ~DeviceArray() { (void)cudaFree(ptr); }
-  DeviceArray(const DeviceArray&) = delete;
-  DeviceArray& operator=(const DeviceArray&) = delete;
-};
-
-// Random (hash-based) values in [-1, 1): benchmarks never run on zeros.
-__global__ void fill_random(bf16* data, std::size_t n, std::uint32_t seed) {
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
-       i += std::size_t(gridDim.x) * blockDim.x) {
-    std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13, h *= 3266489917u, h ^= h >> 16;
-    data[i] = __float2bfloat16(static_cast<float>(h) * (2.f / 4294967296.f) - 1.f);
-  }
-}
 
 // Reads `n` uint4 once each and folds them, so the loads cannot be elided.
 __global__ void read_only(const uint4* data, std::size_t n, unsigned* sink) {
@@ -107,45 +89,10 @@ __global__ void paged_gather(const uint4* k, const uint4* v, const std::int32_t*
   if (acc == 0x12345678u) *sink = acc;
 }
 
-class EventTimer {
- public:
-  EventTimer() {
-    RADIX_ATTENTION_CUDA_CHECK(cudaEventCreate(&start_));
-    RADIX_ATTENTION_CUDA_CHECK(cudaEventCreate(&stop_));
-  }
-  ~EventTimer() {
-    (void)cudaEventDestroy(start_);
-    (void)cudaEventDestroy(stop_);
-  }
-  template <class F>
-  double time_us(F&& launch) {
-    RADIX_ATTENTION_CUDA_CHECK(cudaEventRecord(start_));
-    launch();
-    RADIX_ATTENTION_CUDA_CHECK(cudaEventRecord(stop_));
-    RADIX_ATTENTION_CUDA_CHECK(cudaEventSynchronize(stop_));
-    float ms = 0.f;
-    RADIX_ATTENTION_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
-    return ms * 1e3;
-  }
-
- private:
-  cudaEvent_t start_{}, stop_{};
-};
-
 /// Runs the timing loop; sets manual time per iteration and the median-based counters.
 template <class F>
 void timed_loop(benchmark::State& state, double bytes, F&& launch) {
-  EventTimer timer;
-  for (int i = 0; i < 5; ++i) timer.time_us(launch);  // warm-up
-  std::vector<double> samples;
-  for (auto _ : state) {
-    const double us = timer.time_us(launch);
-    samples.push_back(us);
-    state.SetIterationTime(us * 1e-6);
-  }
-  std::nth_element(samples.begin(), samples.begin() + samples.size() / 2, samples.end());
-  const double median = samples[samples.size() / 2];
-  state.counters["median_us"] = median;
+  const double median = bench::timed_median_us(state, 5, launch);
   state.counters["GB/s"] = bytes / (median * 1e-6) / 1e9;
   if (g_read_ceiling_gbps > 0) {
     state.counters["pct_read_ceiling"] = 100.0 * state.counters["GB/s"] / g_read_ceiling_gbps;
@@ -195,11 +142,7 @@ void BM_paged_decode(benchmark::State& state, int num_seqs, int ctx, int block_s
   std::iota(table.begin(), table.end(), 0);
   std::shuffle(table.begin(), table.end(), std::mt19937_64(42));
   std::vector<std::int32_t> lens(num_seqs, ctx);
-  DeviceArray<std::int32_t> d_table(table.size()), d_lens(lens.size());
-  RADIX_ATTENTION_CUDA_CHECK(
-      cudaMemcpy(d_table.ptr, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
-  RADIX_ATTENTION_CUDA_CHECK(
-      cudaMemcpy(d_lens.ptr, lens.data(), lens.size() * 4, cudaMemcpyHostToDevice));
+  DeviceArray<std::int32_t> d_table(table), d_lens(lens);
 
   PagedKvCacheView<bf16> cache{k.ptr, v.ptr, num_blocks, block_size, kKvHeads, kHeadDim};
   BlockTableView tables{d_table.ptr, d_lens.ptr, num_seqs, blocks_per_seq, blocks_per_seq, ctx};

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_support.cuh"
 #include "radix_attention/core/cuda_check.cuh"
 #include "radix_attention/kernels/detail/radix_plan_from_segments.hpp"
 #include "radix_attention/ops/paged_decode.cuh"
@@ -27,6 +28,8 @@
 namespace {
 
 using namespace radix_attention;
+using bench::DeviceArray;
+using bench::fill_random;
 using bf16 = __nv_bfloat16;
 
 constexpr int kQHeads = 32;
@@ -35,27 +38,6 @@ constexpr int kHeadDim = 128;
 constexpr int kBlock = 16;
 constexpr double kCopyCeilingGBps = 2980.0;
 constexpr std::size_t kFlushBytes = std::size_t{256} << 20;  // > 5x the 50 MB L2
-
-template <class T>
-struct DeviceArray {
-  T* ptr = nullptr;
-  explicit DeviceArray(std::size_t n) {
-    RADIX_ATTENTION_CUDA_CHECK(cudaMalloc(&ptr, std::max<std::size_t>(n, 1) * sizeof(T)));
-  }
-  ~DeviceArray() { (void)cudaFree(ptr); }
-  DeviceArray(const DeviceArray&) = delete;
-  DeviceArray& operator=(const DeviceArray&) = delete;
-};
-
-// Random (hash-based) values in [-1, 1): benchmarks never run on zeros.
-__global__ void fill_random(bf16* data, std::size_t n, std::uint32_t seed) {
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
-       i += std::size_t(gridDim.x) * blockDim.x) {
-    std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13, h *= 3266489917u, h ^= h >> 16;
-    data[i] = __float2bfloat16(static_cast<float>(h) * (2.f / 4294967296.f) - 1.f);
-  }
-}
 
 /// A batch: query q's context is the concatenation of pieces `queries[q]`; a piece shared by
 /// several queries is one segment (its blocks appear in each sharer's table row).
@@ -192,8 +174,8 @@ struct Fixture {
         k(static_cast<std::size_t>(batch.num_blocks) * kBlock * kKvHeads * kHeadDim),
         v(static_cast<std::size_t>(batch.num_blocks) * kBlock * kKvHeads * kHeadDim),
         out(static_cast<std::size_t>(batch.num_queries) * kQHeads * kHeadDim),
-        tables(batch.tables.size()),
-        lens(batch.lens.size()),
+        tables(batch.tables),
+        lens(batch.lens),
         flush(kFlushBytes) {
     const std::size_t kv =
         static_cast<std::size_t>(batch.num_blocks) * kBlock * kKvHeads * kHeadDim;
@@ -202,10 +184,6 @@ struct Fixture {
     fill_random<<<1024, 256>>>(k.ptr, kv, 2);
     fill_random<<<1024, 256>>>(v.ptr, kv, 3);
     RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
-    RADIX_ATTENTION_CUDA_CHECK(cudaMemcpy(tables.ptr, batch.tables.data(), batch.tables.size() * 4,
-                                          cudaMemcpyHostToDevice));
-    RADIX_ATTENTION_CUDA_CHECK(
-        cudaMemcpy(lens.ptr, batch.lens.data(), batch.lens.size() * 4, cudaMemcpyHostToDevice));
     cache = {k.ptr, v.ptr, batch.num_blocks, kBlock, kKvHeads, kHeadDim};
     view = {tables.ptr,        lens.ptr,
             batch.num_queries, batch.max_blocks,
@@ -213,33 +191,14 @@ struct Fixture {
   }
 };
 
+void flush_l2(const Fixture& f) {
+  RADIX_ATTENTION_CUDA_CHECK(cudaMemsetAsync(f.flush.ptr, 0, kFlushBytes));
+}
+
 template <class F>
 double timed_loop(benchmark::State& state, const Fixture& f, F&& launch) {
-  cudaEvent_t start, stop;
-  RADIX_ATTENTION_CUDA_CHECK(cudaEventCreate(&start));
-  RADIX_ATTENTION_CUDA_CHECK(cudaEventCreate(&stop));
-  auto once = [&] {
-    RADIX_ATTENTION_CUDA_CHECK(cudaMemsetAsync(f.flush.ptr, 0, kFlushBytes));
-    RADIX_ATTENTION_CUDA_CHECK(cudaEventRecord(start));
-    launch();
-    RADIX_ATTENTION_CUDA_CHECK(cudaEventRecord(stop));
-    RADIX_ATTENTION_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0.f;
-    RADIX_ATTENTION_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    return ms * 1e3;
-  };
-  for (int i = 0; i < 3; ++i) once();
-  std::vector<double> samples;
-  for (auto _ : state) {
-    const double us = once();
-    samples.push_back(us);
-    state.SetIterationTime(us * 1e-6);
-  }
-  (void)cudaEventDestroy(start);
-  (void)cudaEventDestroy(stop);
-  std::nth_element(samples.begin(), samples.begin() + samples.size() / 2, samples.end());
-  const double median = samples[samples.size() / 2];
-  state.counters["median_us"] = median;
+  const double median = bench::timed_median_us(
+      state, 3, [&] { flush_l2(f); }, launch);
   state.counters["floor_us"] = f.batch.unique_bytes / (kCopyCeilingGBps * 1e3);
   return median;
 }
@@ -272,24 +231,13 @@ void BM_radix_decode(benchmark::State& state, Shape shape, bool share) {
       work.ptr + detail::radix_align256(static_cast<std::size_t>(device_plan.capacity().partials) *
                                         kQHeads * kHeadDim * sizeof(float)));
   auto time_us = [&](auto&& launch) {
-    cudaEvent_t a, z;
-    RADIX_ATTENTION_CUDA_CHECK(cudaEventCreate(&a));
-    RADIX_ATTENTION_CUDA_CHECK(cudaEventCreate(&z));
+    bench::EventTimer timer;
     std::vector<double> t;
     for (int i = 0; i < 21; ++i) {
-      RADIX_ATTENTION_CUDA_CHECK(cudaMemsetAsync(f.flush.ptr, 0, kFlushBytes));
-      RADIX_ATTENTION_CUDA_CHECK(cudaEventRecord(a));
-      launch();
-      RADIX_ATTENTION_CUDA_CHECK(cudaEventRecord(z));
-      RADIX_ATTENTION_CUDA_CHECK(cudaEventSynchronize(z));
-      float ms = 0.f;
-      RADIX_ATTENTION_CUDA_CHECK(cudaEventElapsedTime(&ms, a, z));
-      t.push_back(ms * 1e3);
+      flush_l2(f);
+      t.push_back(timer.time_us(launch));
     }
-    (void)cudaEventDestroy(a);
-    (void)cudaEventDestroy(z);
-    std::nth_element(t.begin(), t.begin() + 10, t.end());
-    return t[10];
+    return bench::median(t);
   };
   state.counters["merge_us"] = time_us([&] {
     detail::launch_radix_merge<bf16>(kQHeads, kHeadDim, partial_out, partial_lse, device_plan,
