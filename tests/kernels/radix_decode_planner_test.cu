@@ -18,6 +18,7 @@
 #include "radix_attention/cache/sequence_manager.hpp"
 #include "radix_attention/ops/radix_decode.cuh"
 #include "radix_attention/reference/attention.hpp"
+#include "support/attention_check.hpp"
 #include "support/device_buffer.hpp"
 #include "support/gpu.hpp"
 
@@ -102,9 +103,7 @@ void run_planned(int bs, const Model& m, std::uint64_t seed) {
   const int n = tables.num_seqs;
   const std::size_t kv_elems = static_cast<std::size_t>(pool) * bs * m.num_kv_heads * D;
   const std::size_t q_elems = static_cast<std::size_t>(n) * m.num_q_heads * D;
-  const std::vector<T> q = test::random_vector<T>(q_elems, rng, -3.f, 3.f);
-  const std::vector<T> k = test::random_vector<T>(kv_elems, rng);
-  const std::vector<T> v = test::random_vector<T>(kv_elems, rng);
+  const auto [q, k, v] = test::random_qkv<T>(q_elems, kv_elems, rng);
   DeviceBuffer<T> d_q(q), d_k(k), d_v(v), d_out(q_elems);
   DeviceBuffer<std::int32_t> d_tables(tables.block_tables), d_lens(tables.context_lens);
   d_out.poison();

@@ -18,6 +18,7 @@
 #include "radix_attention/ops/paged_decode.cuh"
 #include "radix_attention/ops/radix_decode.cuh"
 #include "radix_attention/reference/attention.hpp"
+#include "support/attention_check.hpp"
 #include "support/device_buffer.hpp"
 #include "support/gpu.hpp"
 
@@ -26,6 +27,7 @@ namespace {
 
 using detail::RadixSegmentSpec;
 using test::DeviceBuffer;
+using test::DType;
 
 /// A batch described by shared pieces: query q's context is the concatenation of the pieces
 /// `queries[q]` (ids into `piece_len`). Queries holding the same piece hold the same KV blocks
@@ -118,9 +120,7 @@ void run_case(const Shape& shape, const Case& c, std::uint64_t seed, bool compar
   const std::size_t kv_elems =
       static_cast<std::size_t>(b.num_blocks) * c.block_size * c.num_kv_heads * D;
   const std::size_t q_elems = static_cast<std::size_t>(b.num_queries) * c.num_q_heads * D;
-  const std::vector<T> q = test::random_vector<T>(q_elems, rng, -3.f, 3.f);
-  const std::vector<T> k = test::random_vector<T>(kv_elems, rng);
-  const std::vector<T> v = test::random_vector<T>(kv_elems, rng);
+  const auto [q, k, v] = test::random_qkv<T>(q_elems, kv_elems, rng);
 
   DeviceBuffer<T> d_q(q), d_k(k), d_v(v), d_out(q_elems);
   DeviceBuffer<std::int32_t> d_tables(b.tables), d_lens(b.context_lens);
@@ -157,43 +157,9 @@ void run_case(const Shape& shape, const Case& c, std::uint64_t seed, bool compar
 
   const bool is_float = std::is_same_v<T, float>;
   const double tol = is_float ? 1e-5 : 1e-2;
-  int bad = 0;
-  double err2 = 0.0, ref2 = 0.0;
-  for (int s = 0; s < b.num_queries; ++s) {
-    for (int h = 0; h < c.num_q_heads; ++h) {
-      const std::size_t row = static_cast<std::size_t>(s) * c.num_q_heads + h;
-      double row_err2 = 0.0, row_ref2 = 0.0;
-      for (int d = 0; d < D; ++d) {
-        const double o = static_cast<float>(out[row * D + d]);
-        const double r = ref[row * D + d];
-        if (!std::isfinite(o) && bad++ < 5)
-          ADD_FAILURE() << "non-finite out, query " << s << " head " << h << " d " << d;
-        if (std::abs(o - r) > tol * std::max(1.0, std::abs(r)) * 4 && bad++ < 5) {
-          ADD_FAILURE() << "query " << s << " head " << h << " d " << d << ": " << o << " vs " << r;
-        }
-        row_err2 += (o - r) * (o - r);
-        row_ref2 += r * r;
-      }
-      err2 += row_err2;
-      ref2 += row_ref2;
-      if (b.context_lens[s] == 0) {
-        if (row_err2 != 0.0 && bad++ < 5) ADD_FAILURE() << "context 0 must give zeros, query " << s;
-        if (!(std::isinf(lse[row]) && lse[row] < 0) && bad++ < 5)
-          ADD_FAILURE() << "lse of empty query " << s;
-      } else {
-        if (std::sqrt(row_err2 / row_ref2) > tol && bad++ < 5) {
-          ADD_FAILURE() << "query " << s << " head " << h << " row rel err "
-                        << std::sqrt(row_err2 / row_ref2);
-        }
-        if (!(std::abs(lse[row] - ref_lse[row]) <= tol * std::max(1.0, std::abs(ref_lse[row]))) &&
-            bad++ < 5) {
-          ADD_FAILURE() << "lse query " << s << " head " << h << ": " << lse[row] << " vs "
-                        << ref_lse[row];
-        }
-      }
-    }
-  }
-  if (ref2 > 0) EXPECT_LT(std::sqrt(err2 / ref2), tol);
+  const double ref2 =
+      test::expect_decode_matches(out, lse.data(), ref, ref_lse.data(), b.context_lens.data(),
+                                  {b.num_queries, c.num_q_heads, D}, tol, /*per_element=*/true);
 
   if (compare_paged) {
     DeviceBuffer<T> d_paged(q_elems);
@@ -222,18 +188,10 @@ void run_case(const Shape& shape, const Case& c, std::uint64_t seed, bool compar
   }
 }
 
-enum class DType { kFloat, kHalf, kBf16 };
-
 void run(DType dt, const Shape& shape, const Case& c, std::uint64_t seed,
          bool compare_paged = false) {
-  switch (dt) {
-    case DType::kFloat:
-      return run_case<float>(shape, c, seed, compare_paged);
-    case DType::kHalf:
-      return run_case<__half>(shape, c, seed, compare_paged);
-    case DType::kBf16:
-      return run_case<__nv_bfloat16>(shape, c, seed, compare_paged);
-  }
+  test::with_dtype(
+      dt, [&](auto tag) { run_case<typename decltype(tag)::type>(shape, c, seed, compare_paged); });
 }
 
 /// `n` queries sharing a `shared`-token prefix (piece 0), each with a private suffix.
