@@ -12,9 +12,13 @@
 #include <string>
 #include <vector>
 
+#include "cache/cache_test_support.hpp"
+
 namespace ra = radix_attention;
 
 namespace {
+
+using cache_test::error_message;
 
 // Everything observable about an allocator: the strong guarantee is checked by comparing these.
 struct Snapshot {
@@ -37,16 +41,6 @@ std::set<ra::BlockId> free_set(ra::BlockAllocator& a) {
   std::vector<ra::BlockId> all = a.allocate(a.num_free());
   a.release(all);
   return {all.begin(), all.end()};
-}
-
-template <class F>
-std::string error_message(F&& f) {
-  try {
-    f();
-  } catch (const ra::Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

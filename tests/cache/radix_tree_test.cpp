@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "cache/cache_test_support.hpp"
+
 namespace ra = radix_attention;
 using ra::BlockId;
 using ra::NodeHandle;
@@ -18,17 +20,8 @@ using ra::TokenId;
 
 namespace {
 
-// Tokens first, first+1, ... (n of them).
-std::vector<TokenId> iota_tokens(std::size_t n, TokenId first = 1) {
-  std::vector<TokenId> t(n);
-  std::iota(t.begin(), t.end(), first);
-  return t;
-}
-
-std::vector<TokenId> concat(std::vector<TokenId> a, const std::vector<TokenId>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
+using cache_test::concat;
+using cache_test::iota_tokens;
 
 // Canonical text of the tree (children sorted by key) plus counters and every block's ref count:
 // equal before and after a failed operation iff nothing changed.

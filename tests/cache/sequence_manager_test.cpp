@@ -11,11 +11,15 @@
 #include <string>
 #include <vector>
 
+#include "cache/cache_test_support.hpp"
+
 namespace ra = radix_attention;
 using Blocks = std::vector<ra::BlockId>;
 using Ints = std::vector<std::int32_t>;
 
 namespace {
+
+using cache_test::error_message;
 
 // Everything observable about a manager and its allocator, for strong-guarantee checks.
 struct State {
@@ -36,16 +40,6 @@ State observe(const ra::BlockAllocator& a, const ra::SequenceManager& m,
     if (m.contains(id)) s.seqs[id] = {m.context_len(id), m.blocks(id)};
   }
   return s;
-}
-
-template <class F>
-std::string error_message(F&& f) {
-  try {
-    f();
-  } catch (const ra::Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 bool contains(const std::string& text, const std::string& part) {
