@@ -43,6 +43,12 @@ NVCC_FLAGS = [
 # Default symbol visibility, as torch's own extension builds use: with -fvisibility=hidden the
 # module would get private copies of inline statics that must be shared with libtorch.
 CXX_FLAGS = ["-O3"]
+# Link the C++ runtime dynamically, by its soname. Where a toolchain would otherwise pull in the
+# static libstdc++.a (a missing libstdc++.so development link, or -static-libstdc++ in its specs),
+# the module would carry a second, uninitialised copy of the C++ runtime next to the one libtorch
+# uses, and the first std::ostream formatting inside the module (every error message) crashes.
+# Resolving against libstdc++.so.6 first leaves nothing for the static archive to supply.
+LINK_FLAGS = ["-l:libstdc++.so.6"]
 
 setup(
     ext_modules=[
@@ -51,6 +57,7 @@ setup(
             sources=[os.path.join(CSRC, s) for s in SOURCES],
             include_dirs=[INCLUDE, os.path.join(HERE, CSRC)],
             extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS},
+            extra_link_args=LINK_FLAGS,
         )
     ],
     cmdclass={"build_ext": BuildExtension},

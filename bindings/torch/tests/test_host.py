@@ -7,6 +7,20 @@ torch = pytest.importorskip("torch")
 ra = import_extension()
 
 
+def test_extension_uses_the_shared_cxx_runtime():
+    """A module with its own static copy of libstdc++ crashes on its first formatted message
+    (two C++ runtimes in one process); setup.py links libstdc++.so.6 by soname to prevent it."""
+    import shutil
+    import subprocess
+
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        pytest.skip("ldd not available")
+    so = ra._C.__file__
+    needed = subprocess.run([ldd, so], capture_output=True, text=True, check=True).stdout
+    assert "libstdc++.so.6" in needed, f"{so} does not link libstdc++ dynamically:\n{needed}"
+
+
 def test_exception_hierarchy():
     assert issubclass(ra.InvalidArgument, ValueError)
     assert issubclass(ra.InvalidArgument, ra.Error)
