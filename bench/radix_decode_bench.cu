@@ -224,30 +224,22 @@ void BM_radix_decode(benchmark::State& state, Shape shape, bool share) {
     radix_decode(f.q.ptr, kQHeads, f.cache, f.view, device_plan, f.out.ptr, nullptr, work.ptr, ws,
                  nullptr);
   });
-  // The merge step alone, on the partials just written: this library's radix merge and the
-  // generic merge_states (for comparison).
+  // The merge step alone (merge_states on the partials just written).
   const auto* partial_out = reinterpret_cast<const float*>(work.ptr);
   const auto* partial_lse = reinterpret_cast<const float*>(
       work.ptr + detail::radix_align256(static_cast<std::size_t>(device_plan.capacity().partials) *
                                         kQHeads * kHeadDim * sizeof(float)));
-  auto time_us = [&](auto&& launch) {
-    bench::EventTimer timer;
-    std::vector<double> t;
-    for (int i = 0; i < 21; ++i) {
-      flush_l2(f);
-      t.push_back(timer.time_us(launch));
-    }
-    return bench::median(t);
-  };
-  state.counters["merge_us"] = time_us([&] {
-    detail::launch_radix_merge<bf16>(kQHeads, kHeadDim, partial_out, partial_lse, device_plan,
-                                     f.out.ptr, nullptr, nullptr);
-  });
-  state.counters["merge_states_us"] = time_us([&] {
-    merge_states<bf16>(partial_out, partial_lse, device_plan.num_partials(), kQHeads, kHeadDim,
-                       device_plan.query_partial_indptr(), device_plan.query_partials(),
-                       device_plan.num_queries(), f.out.ptr, nullptr, nullptr);
-  });
+  bench::EventTimer timer;
+  std::vector<double> merge_times;
+  for (int i = 0; i < 21; ++i) {
+    flush_l2(f);
+    merge_times.push_back(timer.time_us([&] {
+      merge_states<bf16>(partial_out, partial_lse, device_plan.num_partials(), kQHeads, kHeadDim,
+                         device_plan.query_partial_indptr(), device_plan.query_partials(),
+                         device_plan.num_queries(), f.out.ptr, nullptr, nullptr);
+    }));
+  }
+  state.counters["merge_us"] = bench::median(merge_times);
   state.counters["chunks"] = plan.num_chunks();
   state.counters["partials"] = plan.num_partials();
   state.counters["items"] = device_plan.summary().num_items;
@@ -292,6 +284,11 @@ void register_all() {
         ->Args({256, 1024})
         ->Args({512, 1024})
         ->Args({1024, 1024})
+        ->UseManualTime()
+        ->Iterations(50)
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark((std::string("BM_paged_decode/") + name).c_str(), BM_paged_decode,
+                                 shape)
         ->UseManualTime()
         ->Iterations(50)
         ->Unit(benchmark::kMicrosecond);

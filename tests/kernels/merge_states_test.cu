@@ -25,7 +25,7 @@ class MergeStatesTest : public test::GpuTest {};
 
 template <class T>
 void check_random_merge(int num_queries, int num_heads, int head_dim, std::uint64_t seed,
-                        double tol) {
+                        double tol, int max_partials_per_query = 6, int out_offset = 0) {
   std::mt19937_64 rng(seed);
   const int num_partials = 3 * num_queries + 5;
   std::vector<float> p_out =
@@ -35,7 +35,7 @@ void check_random_merge(int num_queries, int num_heads, int head_dim, std::uint6
   // A few empty partials (lse = -inf); their rows hold garbage the merge must ignore.
   for (int i = 0; i < num_partials * num_heads; i += 7) p_lse[i] = -INFINITY;
   std::vector<std::int32_t> indptr{0}, ids;
-  std::uniform_int_distribution<int> count(0, 6), pick(0, num_partials - 1);
+  std::uniform_int_distribution<int> count(0, max_partials_per_query), pick(0, num_partials - 1);
   for (int qi = 0; qi < num_queries; ++qi) {
     const int n = qi == 1 ? 0 : count(rng);  // query 1 has no partial at all
     for (int j = 0; j < n; ++j) ids.push_back(pick(rng));
@@ -44,13 +44,16 @@ void check_random_merge(int num_queries, int num_heads, int head_dim, std::uint6
   DeviceBuffer<float> d_out_p(p_out), d_lse_p(p_lse), d_lse(std::size_t(num_queries) * num_heads);
   DeviceBuffer<std::int32_t> d_indptr(indptr),
       d_ids(ids.empty() ? std::vector<std::int32_t>{0} : ids);
-  DeviceBuffer<T> d_out(std::size_t(num_queries) * num_heads * head_dim);
+  // out_offset > 0 shifts the output off its vector alignment (the kernel's scalar path).
+  DeviceBuffer<T> d_out(std::size_t(num_queries) * num_heads * head_dim + out_offset);
   d_out.poison();
   d_lse.poison();
   merge_states<T>(d_out_p.data(), d_lse_p.data(), num_partials, num_heads, head_dim,
-                  d_indptr.data(), d_ids.data(), num_queries, d_out.data(), d_lse.data(), nullptr);
+                  d_indptr.data(), d_ids.data(), num_queries, d_out.data() + out_offset,
+                  d_lse.data(), nullptr);
   RADIX_ATTENTION_CUDA_CHECK(cudaDeviceSynchronize());
-  const std::vector<T> out = d_out.download();
+  std::vector<T> out = d_out.download();
+  out.erase(out.begin(), out.begin() + out_offset);
   const std::vector<float> lse = d_lse.download();
   for (int qi = 0; qi < num_queries; ++qi) {
     for (int h = 0; h < num_heads; ++h) {
@@ -90,6 +93,19 @@ TEST_F(MergeStatesTest, RandomCsrFloat) { check_random_merge<float>(37, 4, 128, 
 TEST_F(MergeStatesTest, RandomCsrHalf) { check_random_merge<__half>(20, 3, 64, 2, 1e-2); }
 TEST_F(MergeStatesTest, RandomCsrBf16OddHeadDim) {
   check_random_merge<__nv_bfloat16>(9, 2, 80, 3, 1e-2);
+}
+// Long lists (a shared prefix cut into many chunks): several batches of loads per row, the
+// running maximum growing across batches, and list lengths that leave partial batches.
+TEST_F(MergeStatesTest, LongListsEveryDtype) {
+  check_random_merge<float>(23, 4, 128, 11, 1e-5, 40);
+  check_random_merge<__half>(17, 8, 64, 12, 1e-2, 33);
+  check_random_merge<__nv_bfloat16>(13, 4, 256, 13, 1e-2, 67);
+}
+// head_dim not a multiple of 4, and outputs off 8-byte alignment: one dim per thread.
+TEST_F(MergeStatesTest, ScalarPathForOddShapesAndAlignment) {
+  check_random_merge<float>(11, 3, 50, 21, 1e-5, 9);
+  check_random_merge<__nv_bfloat16>(11, 3, 128, 22, 1e-2, 9, /*out_offset=*/1);
+  check_random_merge<__half>(7, 2, 7, 23, 1e-2, 5, /*out_offset=*/3);
 }
 
 // Partial states from the reference over chunks of a range, merged on the GPU, equal the

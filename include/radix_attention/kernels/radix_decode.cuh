@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "radix_attention/core/dtype.cuh"
+#include "radix_attention/kernels/detail/pdl.cuh"
 #include "radix_attention/kernels/detail/radix_mma_item.cuh"
 #include "radix_attention/kernels/detail/radix_simt_item.cuh"
 #include "radix_attention/kernels/detail/radix_traits.cuh"
@@ -32,6 +33,7 @@ __global__ void __launch_bounds__(detail::RadixMmaTraits<T, HEAD_DIM>::kThreads,
   static_assert(DTypeTraits<T>::is_16bit, "the tensor-core path takes 16-bit inputs");
   extern __shared__ __align__(16) unsigned char radix_smem[];
   const detail::RadixMmaSmem<T, HEAD_DIM> sm(radix_smem);
+  detail::allow_dependent_launch();  // the merge may take the SMs this grid leaves free
   const int total =
       p.total_work >= 0 ? p.total_work : p.plan.header[detail::kHeaderNumItems] * p.num_kv_heads;
   for (int w = blockIdx.x; w < total; w += gridDim.x) {
@@ -57,6 +59,7 @@ __global__ void __launch_bounds__(detail::RadixMmaTraits<T, HEAD_DIM>::kThreads,
 template <class T, int HEAD_DIM>
 __global__ void __launch_bounds__(detail::RadixSimtTraits::kThreads)
     radix_decode_simt_kernel(const detail::RadixKernelParams<T> p) {
+  detail::allow_dependent_launch();  // the merge may take the SMs this grid leaves free
   const int total =
       p.total_work >= 0 ? p.total_work : p.plan.header[detail::kHeaderNumItems] * p.num_kv_heads;
   for (int w = blockIdx.x; w < total; w += gridDim.x) {

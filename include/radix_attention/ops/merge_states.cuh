@@ -6,6 +6,7 @@
 
 #include <array>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "radix_attention/core/cuda_check.cuh"
@@ -31,16 +32,27 @@ inline bool device_supports_pdl() {
   return major >= 9;
 }
 
+/// Launches merge_states_kernel for `params` on `stream` as a programmatic dependent launch
+/// where the device supports it (the kernel waits for the producer of the partials). The
+/// 4-wide instance is used when head_dim and both row arrays allow 16-byte float loads.
 template <class T>
 void launch_merge_states(const MergeStatesParams<T>& params, cudaStream_t stream) {
-  const long long pairs = static_cast<long long>(params.num_queries) * params.num_heads;
-  if (pairs == 0) return;
-  const long long blocks = (pairs + kMergeWarps - 1) / kMergeWarps;
-  expects_that(blocks <= 0x7fffffffLL, "merge_states: num_queries * num_heads = ", pairs,
+  const long long rows = static_cast<long long>(params.num_queries) * params.num_heads;
+  if (rows == 0) return;
+  const auto aligned = [](const void* ptr, std::size_t bytes) {
+    return reinterpret_cast<std::uintptr_t>(ptr) % bytes == 0;
+  };
+  const bool vec4 = params.head_dim % 4 == 0 && aligned(params.partial_out, 16) &&
+                    aligned(params.out, 4 * sizeof(T));
+  const int vec = vec4 ? 4 : 1;
+  const long long threads = rows * ((params.head_dim + vec - 1) / vec);
+  const long long blocks = (threads + kMergeThreads - 1) / kMergeThreads;
+  expects_that(blocks <= 0x7fffffffLL,
+               "merge_states: num_queries * num_heads * head_dim = ", rows * params.head_dim,
                " is too large for one launch");
   cudaLaunchConfig_t config{};
   config.gridDim = dim3(static_cast<unsigned>(blocks));
-  config.blockDim = dim3(kMergeWarps * 32);
+  config.blockDim = dim3(kMergeThreads);
   config.stream = stream;
   // Programmatic dependent launch (sm_90+): the merge grid is scheduled while the producer of
   // the partials drains, hiding its launch latency; the kernel waits for the producer's
@@ -52,7 +64,11 @@ void launch_merge_states(const MergeStatesParams<T>& params, cudaStream_t stream
     config.attrs = &attribute;
     config.numAttrs = 1;
   }
-  RADIX_ATTENTION_CUDA_CHECK(cudaLaunchKernelEx(&config, merge_states_kernel<T>, params));
+  if (vec4) {
+    RADIX_ATTENTION_CUDA_CHECK(cudaLaunchKernelEx(&config, merge_states_kernel<T, 4>, params));
+  } else {
+    RADIX_ATTENTION_CUDA_CHECK(cudaLaunchKernelEx(&config, merge_states_kernel<T, 1>, params));
+  }
 }
 
 }  // namespace detail

@@ -1,10 +1,9 @@
 #pragma once
 /// @file
 /// Host launcher of radix (shared-prefix) decode attention: executes an uploaded RadixPlan
-/// (DeviceRadixPlan) with one radix kernel launch, then one merge launch combines each query's
-/// partial states into its output row (the function merge_states computes, with a kernel shaped
-/// for long partial lists: kernels/detail/radix_merge.cuh). Every argument is checked before
-/// anything is launched.
+/// (DeviceRadixPlan) with one radix kernel launch, then one merge_states launch (a programmatic
+/// dependent of the radix kernel) combines each query's partial states into its output row.
+/// Every argument is checked before anything is launched.
 
 #include <cuda_runtime_api.h>
 
@@ -21,9 +20,9 @@
 #include "radix_attention/core/error.hpp"
 #include "radix_attention/core/views.hpp"
 #include "radix_attention/kernels/detail/radix_device_plan.cuh"
-#include "radix_attention/kernels/detail/radix_merge.cuh"
 #include "radix_attention/kernels/radix_decode.cuh"
 #include "radix_attention/ops/detail/decode_checks.hpp"
+#include "radix_attention/ops/merge_states.cuh"
 
 namespace radix_attention {
 
@@ -108,29 +107,26 @@ int radix_grid_slots(const RadixKernelInfo<T>& info, int head_dim) {
 
 inline std::size_t radix_align256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 
-/// Second step of radix_decode: each query's partials -> its output row (radix_merge.cuh).
+/// The merge step of radix_decode: each query's partials (the plan's CSR lists) -> its row.
 template <class T>
-void launch_radix_merge(int num_heads, int head_dim, const float* partial_out,
-                        const float* partial_lse, const DeviceRadixPlan& plan, T* out, float* lse,
-                        cudaStream_t stream) {
-  const RadixMergeParams<T> m{partial_out,           partial_lse, plan.query_partial_indptr(),
-                              plan.query_partials(), out,         lse,
-                              plan.num_queries(),    num_heads};
-  const long long threads = static_cast<long long>(plan.num_queries()) * num_heads * head_dim / 4;
-  if (threads == 0) return;
-  const auto grid = static_cast<unsigned>((threads + kRadixMergeThreads - 1) / kRadixMergeThreads);
-  switch (head_dim) {
-    case 64:
-      radix_merge_kernel<T, 64><<<grid, kRadixMergeThreads, 0, stream>>>(m);
-      break;
-    case 128:
-      radix_merge_kernel<T, 128><<<grid, kRadixMergeThreads, 0, stream>>>(m);
-      break;
-    default:
-      radix_merge_kernel<T, 256><<<grid, kRadixMergeThreads, 0, stream>>>(m);
-      break;
-  }
-  RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+MergeStatesParams<T> radix_merge_params(const DeviceRadixPlan& plan, int num_heads, int head_dim,
+                                        const float* partial_out, const float* partial_lse, T* out,
+                                        float* lse) {
+  MergeStatesParams<T> m{};
+  m.partial_out = partial_out;
+  m.partial_lse = partial_lse;
+  m.indptr = plan.query_partial_indptr();
+  m.indices = plan.query_partials();
+  m.out = out;
+  m.lse_out = lse;
+  // Ids are bounded by the buffer's capacity, which (unlike the count) a captured launch
+  // replayed with a later plan still matches.
+  m.num_partials = static_cast<int>(plan.capacity().partials);
+  m.num_queries = plan.num_queries();
+  m.num_heads = num_heads;
+  m.head_dim = head_dim;
+  m.uniform_count = 0;
+  return m;
 }
 
 }  // namespace detail
@@ -270,8 +266,9 @@ void radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
     info.kernel<<<grid, info.threads, info.smem_bytes, stream>>>(p);
     RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
   }
-  detail::launch_radix_merge<T>(num_q_heads, cache.head_dim, p.partial_out, p.partial_lse, plan,
-                                out, lse, stream);
+  detail::launch_merge_states(detail::radix_merge_params(plan, num_q_heads, cache.head_dim,
+                                                         p.partial_out, p.partial_lse, out, lse),
+                              stream);
 }
 
 }  // namespace radix_attention

@@ -9,6 +9,7 @@
 
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/kernels/detail/bounds_check.cuh"
+#include "radix_attention/kernels/detail/pdl.cuh"
 
 namespace radix_attention {
 
@@ -37,14 +38,6 @@ struct PagedDecodeParams {
 };
 
 namespace detail {
-
-/// Lets a programmatic dependent grid (the split-KV merge) be scheduled once every CTA of this
-/// grid has started; the dependent still waits for this grid's completion before reading.
-__device__ __forceinline__ void allow_dependent_launch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
 
 /// Token range [begin, end) of split `split` of a context of `ctx` tokens. Ranges are multiples
 /// of `align` tokens (the kernel's tile) so that only a split's last tile is partial.
