@@ -24,7 +24,8 @@ namespace radix_attention::detail {
 ///   79.1 us, but long private segments slowed down (64 private contexts of 4266 tokens:
 ///   292 us instead of 186 us; no-sharing 64 x 4096 with one chunk per sequence +19 % over
 ///   paged decode): half of the warps compute empty rows and 16 KB per CTA is in flight.
-/// - the same with 3 stages: within 2 % of it; 4 CTAs per SM (128 registers): spills, slower;
+/// - the same with 3 stages: within 2 % of it, long private segments as slow (296 us);
+///   4 CTAs per SM (128 registers): spills, slower;
 ///   Q kept in registers at 168 registers: spills, 3-16 % slower.
 /// - two instances launched back to back (wide items in the 3-CTA shape, private items in
 ///   this one or a 2-stage one; overlapped by programmatic dependent launch): no-sharing
