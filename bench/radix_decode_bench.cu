@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "bench_support.cuh"
+#include "radix_attention/cache/batch_planner.hpp"
 #include "radix_attention/core/cuda_check.cuh"
 #include "radix_attention/kernels/detail/radix_plan_from_segments.hpp"
 #include "radix_attention/ops/paged_decode.cuh"
@@ -245,6 +246,32 @@ void BM_radix_decode(benchmark::State& state, Shape shape, bool share) {
   state.counters["items"] = device_plan.summary().num_items;
 }
 
+/// The plan the batch planner builds for the batch (what an engine gets), for 132 SMs and
+/// PlannerOptions::ctas_per_sm = state.range(0) (0: the default).
+void BM_radix_decode_planner(benchmark::State& state, Shape shape) {
+  const Fixture f(shape);
+  PlannerOptions options;
+  options.num_q_heads = kQHeads;
+  options.num_kv_heads = kKvHeads;
+  options.head_dim = kHeadDim;
+  options.num_sms = 132;
+  options.ctas_per_sm = static_cast<std::int32_t>(state.range(0));
+  const BlockTables tables{f.batch.num_queries, f.batch.max_blocks, f.batch.tables, f.batch.lens};
+  PlanStats stats;
+  const RadixPlan plan = radix_attention::plan(tables, kBlock, options, &stats);
+  DeviceRadixPlan device_plan;
+  device_plan.upload(plan, f.batch.lens, kQHeads / kKvHeads, nullptr);
+  const std::size_t ws = radix_decode_workspace_bytes(device_plan, kQHeads, kHeadDim);
+  DeviceArray<unsigned char> work(ws);
+  timed_loop(state, f, [&] {
+    radix_decode(f.q.ptr, kQHeads, f.cache, f.view, device_plan, f.out.ptr, nullptr, work.ptr, ws,
+                 nullptr);
+  });
+  state.counters["chunks"] = plan.num_chunks();
+  state.counters["chunk_target"] = stats.chunk_target_tokens;
+  state.counters["shared_segments"] = stats.num_shared_segments;
+}
+
 void BM_paged_decode(benchmark::State& state, Shape shape) {
   const Fixture f(shape);
   run_paged(state, f);
@@ -269,6 +296,14 @@ void register_all() {
                                             BM_radix_decode, c.shape, true);
     for (auto [s, p] : c.chunks) rb->Args({s, p});
     rb->UseManualTime()->Iterations(100)->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark((std::string("BM_radix_decode_planner/") + c.name).c_str(),
+                                 BM_radix_decode_planner, c.shape)
+        ->Arg(0)
+        ->Arg(1)
+        ->Arg(3)
+        ->UseManualTime()
+        ->Iterations(100)
+        ->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark((std::string("BM_paged_decode/") + c.name).c_str(),
                                  BM_paged_decode, c.shape)
         ->UseManualTime()

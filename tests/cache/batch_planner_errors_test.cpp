@@ -44,6 +44,7 @@ TEST(BatchPlannerErrors, InvalidOptions) {
       {[](ra::PlannerOptions& o) { o.head_dim = 0; }, "options.head_dim = 0"},
       {[](ra::PlannerOptions& o) { o.kv_element_bytes = 0; }, "options.kv_element_bytes = 0"},
       {[](ra::PlannerOptions& o) { o.num_sms = 0; }, "options.num_sms = 0"},
+      {[](ra::PlannerOptions& o) { o.ctas_per_sm = -1; }, "options.ctas_per_sm = -1"},
       {[](ra::PlannerOptions& o) { o.min_chunk_tokens = 0; }, "options.min_chunk_tokens = 0"},
       {[](ra::PlannerOptions& o) { o.chunk_alignment_tokens = 0; },
        "options.chunk_alignment_tokens = 0"},

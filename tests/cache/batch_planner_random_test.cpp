@@ -101,6 +101,7 @@ ra::PlannerOptions random_options(std::mt19937& rng) {
   const std::int32_t mins[] = {1, 16, 256};
   const std::int32_t aligns[] = {1, 16, 64};
   o.num_sms = sms[rng() % 3];
+  o.ctas_per_sm = static_cast<std::int32_t>(rng() % 3);  // 0: from head_dim
   o.min_chunk_tokens = mins[rng() % 3];
   o.chunk_alignment_tokens = aligns[rng() % 3];
   if (rng() % 2 == 0) {

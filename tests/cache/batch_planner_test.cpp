@@ -26,6 +26,7 @@ namespace {
 ra::PlannerOptions no_split() {
   ra::PlannerOptions o;
   o.num_sms = 1;
+  o.ctas_per_sm = 1;
   return o;
 }
 
@@ -185,6 +186,26 @@ TEST(BatchPlanner, BlockSizeOne) {
   EXPECT_EQ(plan.num_segments, 65);
 }
 
+// The chunk target spreads the work W over one wave of the radix kernel: num_sms x ctas_per_sm
+// CTAs, ctas_per_sm = 0 meaning 2 up to head_dim 128 and 1 above.
+TEST(BatchPlanner, ChunkTargetIsOneWaveOfTheKernel) {
+  Batch b;
+  b.add(iota_blocks(0, 1024), 16384);  // one query: W = 16384 tokens x 8 kv heads x 1 tile
+  auto target = [&b](std::int32_t head_dim, std::int32_t ctas_per_sm) {
+    ra::PlannerOptions o;  // 132 SMs, 32 q / 8 kv heads
+    o.head_dim = head_dim;
+    o.ctas_per_sm = ctas_per_sm;
+    ra::PlanStats stats;
+    const ra::RadixPlan plan = ra::plan(b.view(), o, &stats);
+    expect_plan_invariants(plan, b);
+    return stats.chunk_target_tokens;
+  };
+  EXPECT_EQ(target(128, 0), (16384 * 8 + 263) / 264);  // 497
+  EXPECT_EQ(target(256, 0), (16384 * 8 + 131) / 132);  // 993
+  EXPECT_EQ(target(128, 1), (16384 * 8 + 131) / 132);
+  EXPECT_EQ(target(128, 4), 256);  // 125 tokens, raised to min_chunk_tokens
+}
+
 TEST(BatchPlanner, ChunkingRespectsMinMaxAndAlignment) {
   Batch b;
   b.add(iota_blocks(0, 1024), 16384);
@@ -208,6 +229,7 @@ TEST(BatchPlanner, ChunkingRespectsMinMaxAndAlignment) {
   EXPECT_GT(plan.num_chunks(), 8);
   o.max_chunk_tokens = 1024;
   o.num_sms = 1;  // the target alone would keep the segment whole; the cap splits it
+  o.ctas_per_sm = 1;
   const ra::RadixPlan capped = ra::plan(b.view(), o);
   expect_plan_invariants(capped, b);
   for (std::int32_t c = 0; c < capped.num_chunks(); ++c) {

@@ -74,6 +74,7 @@ ra::PlannerOptions sharing_is_free() {
   o.segment_overhead_bytes = 0;
   o.merge_launch_bytes = 0;
   o.num_sms = 1;
+  o.ctas_per_sm = 1;
   return o;
 }
 
