@@ -212,19 +212,41 @@ double run_paged(benchmark::State& state, const Fixture& f) {
   });
 }
 
+DeviceRadixPlan upload_plan(const Fixture& f, const RadixPlan& plan) {
+  DeviceRadixPlan device_plan;
+  device_plan.upload(plan, f.batch.lens, kQHeads / kKvHeads, nullptr);
+  return device_plan;
+}
+
+/// A plan uploaded for the fixture's batch, with its workspace; time() runs the benchmark loop
+/// of radix_decode over it.
+struct RadixRun {
+  DeviceRadixPlan device_plan;
+  std::size_t ws;
+  DeviceArray<unsigned char> work;
+
+  RadixRun(const Fixture& f, const RadixPlan& plan)
+      : device_plan(upload_plan(f, plan)),
+        ws(radix_decode_workspace_bytes(device_plan, kQHeads, kHeadDim)),
+        work(ws) {}
+
+  void time(benchmark::State& state, const Fixture& f) {
+    timed_loop(state, f, [&] {
+      radix_decode(f.q.ptr, kQHeads, f.cache, f.view, device_plan, f.out.ptr, nullptr, work.ptr, ws,
+                   nullptr);
+    });
+  }
+};
+
 void BM_radix_decode(benchmark::State& state, Shape shape, bool share) {
   const Fixture f(shape);
   const int shared_chunk = static_cast<int>(state.range(0));
   const int private_chunk = static_cast<int>(state.range(1));
   const RadixPlan plan = make_plan(f.batch, share, shared_chunk, private_chunk);
-  DeviceRadixPlan device_plan;
-  device_plan.upload(plan, f.batch.lens, kQHeads / kKvHeads, nullptr);
-  const std::size_t ws = radix_decode_workspace_bytes(device_plan, kQHeads, kHeadDim);
-  DeviceArray<unsigned char> work(ws);
-  timed_loop(state, f, [&] {
-    radix_decode(f.q.ptr, kQHeads, f.cache, f.view, device_plan, f.out.ptr, nullptr, work.ptr, ws,
-                 nullptr);
-  });
+  RadixRun run(f, plan);
+  run.time(state, f);
+  const DeviceRadixPlan& device_plan = run.device_plan;
+  const DeviceArray<unsigned char>& work = run.work;
   // The merge step alone (merge_states on the partials just written).
   const auto* partial_out = reinterpret_cast<const float*>(work.ptr);
   const auto* partial_lse = reinterpret_cast<const float*>(
@@ -259,14 +281,7 @@ void BM_radix_decode_planner(benchmark::State& state, Shape shape) {
   const BlockTables tables{f.batch.num_queries, f.batch.max_blocks, f.batch.tables, f.batch.lens};
   PlanStats stats;
   const RadixPlan plan = radix_attention::plan(tables, kBlock, options, &stats);
-  DeviceRadixPlan device_plan;
-  device_plan.upload(plan, f.batch.lens, kQHeads / kKvHeads, nullptr);
-  const std::size_t ws = radix_decode_workspace_bytes(device_plan, kQHeads, kHeadDim);
-  DeviceArray<unsigned char> work(ws);
-  timed_loop(state, f, [&] {
-    radix_decode(f.q.ptr, kQHeads, f.cache, f.view, device_plan, f.out.ptr, nullptr, work.ptr, ws,
-                 nullptr);
-  });
+  RadixRun(f, plan).time(state, f);
   state.counters["chunks"] = plan.num_chunks();
   state.counters["chunk_target"] = stats.chunk_target_tokens;
   state.counters["shared_segments"] = stats.num_shared_segments;
