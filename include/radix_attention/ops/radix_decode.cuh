@@ -107,28 +107,6 @@ int radix_grid_slots(const RadixKernelInfo<T>& info, int head_dim) {
 
 inline std::size_t radix_align256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 
-/// The merge step of radix_decode: each query's partials (the plan's CSR lists) -> its row.
-template <class T>
-MergeStatesParams<T> radix_merge_params(const DeviceRadixPlan& plan, int num_heads, int head_dim,
-                                        const float* partial_out, const float* partial_lse, T* out,
-                                        float* lse) {
-  MergeStatesParams<T> m{};
-  m.partial_out = partial_out;
-  m.partial_lse = partial_lse;
-  m.indptr = plan.query_partial_indptr();
-  m.indices = plan.query_partials();
-  m.out = out;
-  m.lse_out = lse;
-  // Ids are bounded by the buffer's capacity, which (unlike the count) a captured launch
-  // replayed with a later plan still matches.
-  m.num_partials = static_cast<int>(plan.capacity().partials);
-  m.num_queries = plan.num_queries();
-  m.num_heads = num_heads;
-  m.head_dim = head_dim;
-  m.uniform_count = 0;
-  return m;
-}
-
 }  // namespace detail
 
 /**
@@ -266,9 +244,11 @@ void radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
     info.kernel<<<grid, info.threads, info.smem_bytes, stream>>>(p);
     RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
   }
-  detail::launch_merge_states(detail::radix_merge_params(plan, num_q_heads, cache.head_dim,
-                                                         p.partial_out, p.partial_lse, out, lse),
-                              stream);
+  // Partial ids are bounded by the plan buffer's capacity, which (unlike the plan's count) a
+  // captured launch replayed with a later plan still matches.
+  merge_states<T>(p.partial_out, p.partial_lse, static_cast<int>(plan.capacity().partials),
+                  num_q_heads, cache.head_dim, plan.query_partial_indptr(), plan.query_partials(),
+                  plan.num_queries(), out, lse, stream);
 }
 
 }  // namespace radix_attention
