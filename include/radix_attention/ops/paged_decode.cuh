@@ -72,18 +72,7 @@ PagedDecodeKernelInfo<T> select_paged_decode_kernel(int head_dim) {
       return {&paged_decode_simt_kernel<T, D>, Tr::kThreads, Tr::kSmemBytes, Tr::kRows};
     }
   };
-  switch (head_dim) {
-    case 64:
-      return make(std::integral_constant<int, 64>{});
-    case 128:
-      return make(std::integral_constant<int, 128>{});
-    case 256:
-      return make(std::integral_constant<int, 256>{});
-    default:
-      break;
-  }
-  throw InvalidArgument(
-      concat("radix_attention: head_dim = ", head_dim, ": must be 64, 128 or 256"));
+  return dispatch_head_dim(head_dim, make);
 }
 
 inline constexpr int kMaxCachedDevices = 64;

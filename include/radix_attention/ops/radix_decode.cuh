@@ -63,18 +63,7 @@ RadixKernelInfo<T> select_radix_kernel(int head_dim) {
       return {&radix_decode_simt_kernel<T, D>, RadixSimtTraits::kThreads, 0};
     }
   };
-  switch (head_dim) {
-    case 64:
-      return make(std::integral_constant<int, 64>{});
-    case 128:
-      return make(std::integral_constant<int, 128>{});
-    case 256:
-      return make(std::integral_constant<int, 256>{});
-    default:
-      break;
-  }
-  throw InvalidArgument(
-      concat("radix_attention: head_dim = ", head_dim, ": must be 64, 128 or 256"));
+  return dispatch_head_dim(head_dim, make);
 }
 
 /// Raises the instance's shared-memory limit and returns its resident CTAs per SM x SMs,

@@ -6,11 +6,31 @@
 /// Plain C++17: the pointers are only compared, never dereferenced.
 
 #include <cstdint>
+#include <type_traits>
 
 #include "radix_attention/core/error.hpp"
 #include "radix_attention/core/views.hpp"
 
 namespace radix_attention::detail {
+
+/// Calls make(std::integral_constant<int, D>{}) for head_dim = D in {64, 128, 256}, the head
+/// sizes the decode kernels are instantiated for, and returns its result.
+/// @throw InvalidArgument for any other head_dim.
+template <class Make>
+auto dispatch_head_dim(int head_dim, Make&& make) {
+  switch (head_dim) {
+    case 64:
+      return make(std::integral_constant<int, 64>{});
+    case 128:
+      return make(std::integral_constant<int, 128>{});
+    case 256:
+      return make(std::integral_constant<int, 256>{});
+    default:
+      break;
+  }
+  throw InvalidArgument(
+      concat("radix_attention: head_dim = ", head_dim, ": must be 64, 128 or 256"));
+}
 
 inline bool is_aligned16(const void* ptr) {
   return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0;
