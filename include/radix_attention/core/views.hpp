@@ -9,6 +9,15 @@ namespace radix_attention {
 
 /// @brief A paged KV cache: K and V, each [num_blocks, block_size, num_kv_heads, head_dim],
 /// row-major ("NHD"), elements of type T (float, __half or __nv_bfloat16), device memory.
+/// Element (block, offset, head) of K lives at `k + block * block_stride + offset *
+/// token_stride + head * head_stride` (and likewise for V), the head_dim elements of one head
+/// contiguous. Strides left at 0 mean NHD: head_stride = head_dim, token_stride = num_kv_heads *
+/// head_dim, block_stride = block_size * token_stride. Other layouts through the strides:
+///   HND [blocks, heads, block, dim]:     head_stride = block_size * head_dim, token_stride =
+///                                        head_dim, block_stride = num_kv_heads * block_size * D;
+///   combined [blocks, 2, block, heads, dim]: v = k + block_size * num_kv_heads * head_dim,
+///                                        block_stride = 2 * block_size * num_kv_heads * D.
+/// Launchers that do not yet read strided layouts reject non-NHD strides with InvalidArgument.
 template <class T>
 struct PagedKvCacheView {
   const T* k = nullptr;
@@ -17,7 +26,39 @@ struct PagedKvCacheView {
   int block_size = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
+  std::int64_t block_stride = 0;  ///< elements between blocks; 0 = NHD default
+  std::int64_t token_stride = 0;  ///< elements between offsets of one block; 0 = NHD default
+  std::int64_t head_stride = 0;   ///< elements between kv heads of one token; 0 = NHD default
 };
+
+/// The strides of a cache view with the NHD defaults filled in.
+struct KvStrides {
+  std::int64_t block;
+  std::int64_t token;
+  std::int64_t head;
+};
+
+template <class T>
+constexpr KvStrides resolved_strides(const PagedKvCacheView<T>& cache) {
+  const std::int64_t head = cache.head_stride != 0 ? cache.head_stride : cache.head_dim;
+  const std::int64_t token = cache.token_stride != 0
+                                 ? cache.token_stride
+                                 : static_cast<std::int64_t>(cache.num_kv_heads) * cache.head_dim;
+  const std::int64_t block =
+      cache.block_stride != 0
+          ? cache.block_stride
+          : static_cast<std::int64_t>(cache.block_size) * cache.num_kv_heads * cache.head_dim;
+  return {block, token, head};
+}
+
+/// True when the view is the dense NHD layout (explicitly or through zero strides).
+template <class T>
+constexpr bool is_dense_nhd(const PagedKvCacheView<T>& cache) {
+  const KvStrides s = resolved_strides(cache);
+  return s.head == cache.head_dim &&
+         s.token == static_cast<std::int64_t>(cache.num_kv_heads) * cache.head_dim &&
+         s.block == s.token * cache.block_size;
+}
 
 /// @brief Block tables of a batch (device memory): token t of sequence s lives in block
 /// `block_tables[s * row_stride + t / block_size]` at offset `t % block_size`.

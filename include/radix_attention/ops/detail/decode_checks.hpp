@@ -64,6 +64,9 @@ void check_decode_shapes(int num_q_heads, const PagedKvCacheView<T>& cache,
           tables.num_seqs, num_seqs_limit.requirement);
   expects(tables.max_blocks_per_seq >= 1, "tables.max_blocks_per_seq", tables.max_blocks_per_seq,
           "must be >= 1");
+  expects_that(is_dense_nhd(cache), "cache strides (block ", cache.block_stride, ", token ",
+               cache.token_stride, ", head ", cache.head_stride,
+               "): the decode kernels read the dense NHD layout only (leave the strides 0)");
   expects(tables.row_stride >= tables.max_blocks_per_seq, "tables.row_stride", tables.row_stride,
           "must be >= tables.max_blocks_per_seq");
 }
