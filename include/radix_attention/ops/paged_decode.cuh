@@ -288,6 +288,7 @@ void paged_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
   const dim3 grid(static_cast<unsigned>(splits),
                   static_cast<unsigned>(cache.num_kv_heads * p.head_chunks),
                   static_cast<unsigned>(tables.num_seqs));
+  detail::discard_stale_error();  // the launch rule of core/cuda_check.cuh
   info.kernel<<<grid, info.threads, info.smem_bytes, stream>>>(p);
   RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
 

@@ -230,6 +230,7 @@ void radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
     grid = static_cast<unsigned>(work);
   }
   if (grid > 0) {
+    detail::discard_stale_error();  // the launch rule of core/cuda_check.cuh
     info.kernel<<<grid, info.threads, info.smem_bytes, stream>>>(p);
     RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
   }
