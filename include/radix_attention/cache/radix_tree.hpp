@@ -100,7 +100,9 @@ class RadixTree {
             std::unique_ptr<EvictionPolicy> policy = nullptr);
   RadixTree(const RadixTree&) = delete;  // two owners would release the cached blocks twice
   RadixTree& operator=(const RadixTree&) = delete;
-  ~RadixTree();
+  /// @brief Releases the tree's reference on every cached block. Never throws: a block that is
+  /// already free (its reference was released behind the tree's back) is skipped.
+  ~RadixTree() noexcept;
 
   std::int32_t block_size() const { return block_size_; }
   BlockAllocator& allocator() const { return *allocator_; }

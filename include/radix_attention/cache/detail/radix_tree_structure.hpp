@@ -24,10 +24,16 @@ inline RadixTree::RadixTree(BlockAllocator& allocator, std::int32_t block_size,
   scratch_.assign(static_cast<std::size_t>(allocator.num_blocks()), 0);
 }
 
-inline RadixTree::~RadixTree() {
+// Best effort and never throwing: a block already free (someone released the tree's reference
+// behind its back) is skipped rather than letting release() throw out of a destructor, which
+// would terminate the process; the other blocks still go back to the pool.
+inline RadixTree::~RadixTree() noexcept {
+  BlockAllocator& alloc = *allocator_;
   for (const detail::RadixNode& node : nodes_) {
     if (!node.alive) continue;
-    for (BlockId block : node.blocks) allocator_->release(block);
+    for (BlockId block : node.blocks) {
+      if (alloc.contains(block) && alloc.ref_count(block) > 0) alloc.release(block);
+    }
   }
 }
 
