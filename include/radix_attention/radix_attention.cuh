@@ -9,5 +9,6 @@
 #include "radix_attention/core/views.hpp"
 #include "radix_attention/ops/merge_states.cuh"
 #include "radix_attention/ops/paged_decode.cuh"
+#include "radix_attention/ops/paged_prefill.cuh"
 #include "radix_attention/ops/radix_decode.cuh"
 #include "radix_attention/reference/attention.hpp"

@@ -44,10 +44,9 @@ constexpr KvStrides resolved_strides(const PagedKvCacheView<T>& cache) {
   const std::int64_t token = cache.token_stride != 0
                                  ? cache.token_stride
                                  : static_cast<std::int64_t>(cache.num_kv_heads) * cache.head_dim;
-  const std::int64_t block =
-      cache.block_stride != 0
-          ? cache.block_stride
-          : static_cast<std::int64_t>(cache.block_size) * cache.num_kv_heads * cache.head_dim;
+  const std::int64_t block = cache.block_stride != 0 ? cache.block_stride
+                                                     : static_cast<std::int64_t>(cache.block_size) *
+                                                           cache.num_kv_heads * cache.head_dim;
   return {block, token, head};
 }
 
@@ -71,6 +70,17 @@ struct BlockTableView {
   /// Host-known upper bound of context_lens, or -1 if unknown. When given it is checked against
   /// the capacity and sizes the split-KV plan (else the capacity does).
   int max_context_len = -1;
+};
+
+/// @brief The packed query rows of a prefill / extend batch: request s owns rows
+/// [qo_indptr[s], qo_indptr[s + 1]) of q and out ([rows, num_q_heads, head_dim], heads
+/// contiguous, rows `row_stride` elements apart so q may be a slice of a fused QKV output).
+struct PrefillBatchView {
+  const std::int32_t* qo_indptr = nullptr;  ///< device [num_seqs + 1], non-decreasing, from 0
+  int total_q = 0;                          ///< host-known qo_indptr[num_seqs]: rows of q and out
+  int max_q_len = 0;  ///< host-known upper bound of every request's row count (sizes the grid)
+  std::int64_t q_row_stride = 0;    ///< elements between rows of q; 0 = num_q_heads * head_dim
+  std::int64_t out_row_stride = 0;  ///< elements between rows of out; 0 = num_q_heads * head_dim
 };
 
 }  // namespace radix_attention

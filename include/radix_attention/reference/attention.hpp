@@ -133,4 +133,44 @@ void paged_decode(const Q* q, const HostPagedCache<T>& cache, const std::int32_t
   }
 }
 
+/**
+ * @brief Whole-batch paged prefill / extend: request s owns query rows [qo_indptr[s],
+ * qo_indptr[s + 1]) (q_len of them) and context_lens[s] = kv_len tokens; row i, head h attends
+ * to tokens [0, kv_len - q_len + i + 1) when `causal` (clamped to [0, kv_len]), else [0, kv_len).
+ *
+ * @param q [qo_indptr[num_seqs], num_q_heads, head_dim].
+ * @param out, lse like q / [rows, num_q_heads] (natural log; lse may be nullptr), written.
+ * Other parameters as for paged_decode.
+ * @throw InvalidArgument on inconsistent shapes, a decreasing qo_indptr or bad block ids.
+ */
+template <class T, class Q, class Convert = ToDouble>
+void paged_prefill(const Q* q, const HostPagedCache<T>& cache, const std::int32_t* block_tables,
+                   std::int64_t row_stride, const std::int32_t* context_lens,
+                   const std::int32_t* qo_indptr, int num_seqs, int num_q_heads, double scale,
+                   bool causal, double* out, double* lse, Convert to_double = {}) {
+  expects(cache.num_kv_heads >= 1, "num_kv_heads", cache.num_kv_heads, "must be >= 1");
+  expects_that(num_q_heads >= 1 && num_q_heads % cache.num_kv_heads == 0,
+               "num_q_heads = ", num_q_heads,
+               " must be a positive multiple of num_kv_heads = ", cache.num_kv_heads);
+  const int group = num_q_heads / cache.num_kv_heads;
+  const std::int64_t d_count = cache.head_dim;
+  for (int s = 0; s < num_seqs; ++s) {
+    const std::int64_t q_begin = qo_indptr[s];
+    const std::int64_t q_len = qo_indptr[s + 1] - q_begin;
+    expects(q_len >= 0, "qo_indptr[s + 1] - qo_indptr[s]", q_len, "must be >= 0");
+    const std::int64_t kv_len = context_lens[s];
+    for (std::int64_t i = 0; i < q_len; ++i) {
+      const std::int64_t limit =
+          causal ? std::clamp<std::int64_t>(kv_len - q_len + i + 1, 0, kv_len) : kv_len;
+      for (int h = 0; h < num_q_heads; ++h) {
+        const std::int64_t row = (q_begin + i) * num_q_heads + h;
+        const double l =
+            attend_range(q + row * d_count, cache, h / group, block_tables + s * row_stride, 0,
+                         limit, scale, out + row * d_count, to_double);
+        if (lse != nullptr) lse[row] = l;
+      }
+    }
+  }
+}
+
 }  // namespace radix_attention::reference

@@ -43,11 +43,10 @@ struct NumSeqsLimit {
   const char* requirement;
 };
 
-/// Heads, KV cache and block-table shapes, in the order both launchers report them (a test that
-/// breaks several shapes at once sees the first of these).
+/// Heads and KV cache shapes, in the order every launcher reports them (a test that breaks
+/// several shapes at once sees the first of these).
 template <class T>
-void check_decode_shapes(int num_q_heads, const PagedKvCacheView<T>& cache,
-                         const BlockTableView& tables, NumSeqsLimit num_seqs_limit) {
+void check_heads_and_cache(int num_q_heads, const PagedKvCacheView<T>& cache) {
   expects(cache.num_kv_heads >= 1, "cache.num_kv_heads", cache.num_kv_heads, "must be >= 1");
   expects(num_q_heads >= 1, "num_q_heads", num_q_heads, "must be >= 1");
   expects_that(num_q_heads % cache.num_kv_heads == 0, "num_q_heads = ", num_q_heads,
@@ -60,15 +59,27 @@ void check_decode_shapes(int num_q_heads, const PagedKvCacheView<T>& cache,
           "cache.num_blocks * cache.block_size",
           static_cast<std::int64_t>(cache.num_blocks) * cache.block_size,
           "must fit in int32 (token slots are int32)");
+}
+
+/// Block-table shapes.
+inline void check_tables(const BlockTableView& tables, NumSeqsLimit num_seqs_limit) {
   expects(tables.num_seqs >= 0 && tables.num_seqs <= num_seqs_limit.max, "tables.num_seqs",
           tables.num_seqs, num_seqs_limit.requirement);
   expects(tables.max_blocks_per_seq >= 1, "tables.max_blocks_per_seq", tables.max_blocks_per_seq,
           "must be >= 1");
+  expects(tables.row_stride >= tables.max_blocks_per_seq, "tables.row_stride", tables.row_stride,
+          "must be >= tables.max_blocks_per_seq");
+}
+
+/// Heads, cache and tables, plus the dense NHD layout the decode kernels read.
+template <class T>
+void check_decode_shapes(int num_q_heads, const PagedKvCacheView<T>& cache,
+                         const BlockTableView& tables, NumSeqsLimit num_seqs_limit) {
+  check_heads_and_cache(num_q_heads, cache);
+  check_tables(tables, num_seqs_limit);
   expects_that(is_dense_nhd(cache), "cache strides (block ", cache.block_stride, ", token ",
                cache.token_stride, ", head ", cache.head_stride,
                "): the decode kernels read the dense NHD layout only (leave the strides 0)");
-  expects(tables.row_stride >= tables.max_blocks_per_seq, "tables.row_stride", tables.row_stride,
-          "must be >= tables.max_blocks_per_seq");
 }
 
 /// Null and alignment checks of the device pointers a decode launch reads or writes: q, out and

@@ -1,0 +1,178 @@
+#pragma once
+/// @file
+/// Host launcher of paged prefill / extend attention: validates every argument, dispatches
+/// (dtype, head_dim) to a kernel instance at one place, and launches on a stream.
+///
+/// Typical use, after the batch's new K/V rows were appended to the cache:
+/// @code
+///   radix_attention::PrefillBatchView batch{d_qo_indptr, total_q, max_q_len};
+///   radix_attention::paged_prefill(q, num_q_heads, batch, cache, tables, out, lse, stream);
+/// @endcode
+
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "radix_attention/core/cuda_check.cuh"
+#include "radix_attention/core/dtype.cuh"
+#include "radix_attention/core/error.hpp"
+#include "radix_attention/core/views.hpp"
+#include "radix_attention/kernels/paged_prefill.cuh"
+#include "radix_attention/ops/detail/decode_checks.hpp"
+
+namespace radix_attention {
+
+/// @brief Options of paged_prefill.
+struct PagedPrefillOptions {
+  float scale = 0.f;   ///< softmax scale; 0 means 1 / sqrt(head_dim)
+  bool causal = true;  ///< causal aligned to the end; false: every row sees the whole context
+};
+
+namespace detail {
+
+/// A prefill kernel instance and its launch shape.
+template <class T>
+struct PagedPrefillKernelInfo {
+  void (*kernel)(PagedPrefillParams<T>);
+  int threads;
+  int smem_bytes;
+  int rows_per_cta;  ///< (query row, group head) rows one CTA computes
+};
+
+/// THE dispatch point of the prefill family: (T, head_dim) -> kernel instance. Instantiated:
+/// {__half, __nv_bfloat16} x {64, 128, 256} on tensor cores, float x {64, 128, 256} on CUDA
+/// cores. The GQA group size is a runtime value (rows of a tile), not a template argument.
+template <class T>
+PagedPrefillKernelInfo<T> select_paged_prefill_kernel(int head_dim) {
+  auto make = [](auto d) -> PagedPrefillKernelInfo<T> {
+    constexpr int D = decltype(d)::value;
+    if constexpr (DTypeTraits<T>::is_16bit) {
+      using Tr = PrefillMmaTraits<T, D>;
+      return {&paged_prefill_mma_kernel<T, D>, Tr::kThreads, static_cast<int>(Tr::kSmemBytes),
+              Tr::kRows};
+    } else {
+      return {&paged_prefill_simt_kernel<D>, PrefillSimtTraits::kThreads, 0,
+              PrefillSimtTraits::kRows};
+    }
+  };
+  return dispatch_head_dim(head_dim, make);
+}
+
+/// Every check that needs no device pointer: heads, cache, layout, tables, batch, options.
+template <class T>
+void validate_paged_prefill_shapes(int num_q_heads, const PrefillBatchView& batch,
+                                   const PagedKvCacheView<T>& cache, const BlockTableView& tables,
+                                   const PagedPrefillOptions& options) {
+  check_heads_and_cache(num_q_heads, cache);
+  // Requests are grid.z of the launch, hence at most 65535 of them.
+  check_tables(tables, NumSeqsLimit{65535, "must be in [0, 65535]"});
+  expects(cache.block_stride >= 0 && cache.token_stride >= 0 && cache.head_stride >= 0,
+          "cache strides", cache.block_stride, "must be >= 0 (0 = NHD default)");
+  const KvStrides s = resolved_strides(cache);
+  constexpr std::int64_t kVec = 16 / sizeof(T);  // elements per 16-byte copy
+  expects(s.block % kVec == 0 && s.token % kVec == 0 && s.head % kVec == 0, "cache strides",
+          s.block, "block, token and head strides must be multiples of 16 bytes");
+  expects(batch.total_q >= 0, "batch.total_q", batch.total_q, "must be >= 0");
+  expects(batch.max_q_len >= 0 && batch.max_q_len <= batch.total_q, "batch.max_q_len",
+          batch.max_q_len, "must be in [0, batch.total_q]");
+  const std::int64_t row_elems = static_cast<std::int64_t>(num_q_heads) * cache.head_dim;
+  const std::int64_t q_stride = batch.q_row_stride != 0 ? batch.q_row_stride : row_elems;
+  const std::int64_t out_stride = batch.out_row_stride != 0 ? batch.out_row_stride : row_elems;
+  expects(q_stride >= row_elems && q_stride % kVec == 0, "batch.q_row_stride", batch.q_row_stride,
+          "must be 0 or >= num_q_heads * head_dim and a multiple of 16 bytes");
+  expects(out_stride >= row_elems && out_stride % kVec == 0, "batch.out_row_stride",
+          batch.out_row_stride,
+          "must be 0 or >= num_q_heads * head_dim and a multiple of 16 bytes");
+  expects(static_cast<std::int64_t>(batch.total_q) * num_q_heads <= INT32_MAX,
+          "batch.total_q * num_q_heads", static_cast<std::int64_t>(batch.total_q) * num_q_heads,
+          "must fit in int32");
+  expects(cache.num_kv_heads <= 65535, "cache.num_kv_heads", cache.num_kv_heads,
+          "must be <= 65535 (grid.y)");
+  expects(std::isfinite(options.scale), "options.scale", options.scale, "must be finite");
+}
+
+}  // namespace detail
+
+/**
+ * @brief Prefill / extend attention over a paged KV cache for a varlen batch.
+ *
+ * Request s owns query rows [qo_indptr[s], qo_indptr[s + 1]) (q_len rows) and a context of
+ * kv_len = tables.context_lens[s] tokens (its cached prefix plus the new tokens, whose K/V must
+ * already be in the cache). Row i of the request, query head h, attends with kv head
+ * h / (num_q_heads / num_kv_heads) to tokens [0, kv_len - q_len + i + 1) under the causal mask
+ * (options.causal) or [0, kv_len) without it. A row that sees no token gets out = 0 and
+ * lse = -inf. Accumulation is in float; 16-bit inputs run on tensor cores.
+ *
+ * @param q [total_q rows, num_q_heads, head_dim] of T (rows batch.q_row_stride apart), device,
+ *        16-byte aligned.
+ * @param num_q_heads query heads, a multiple of cache.num_kv_heads.
+ * @param batch qo_indptr (device, [num_seqs + 1], qo_indptr[0] = 0, non-decreasing, last =
+ *        total_q, every q_len <= max_q_len) and the host-known sizes. These are device data the
+ *        launcher does not read: RADIX_ATTENTION_KERNEL_BOUNDS_CHECK makes the kernel trap on
+ *        inconsistent ones.
+ * @param cache K/V (any layout through the view's strides, 16-byte multiples); head_dim in
+ *        {64, 128, 256}.
+ * @param tables block tables + context lengths (device), as for paged_decode.
+ * @param out like q (rows batch.out_row_stride apart), written for every row.
+ * @param lse [total_q, num_q_heads] float natural-log LSE of the scaled scores, or nullptr.
+ * @param stream stream to launch on.
+ * @param options softmax scale and mask.
+ * @throw InvalidArgument on a null or misaligned pointer or invalid shapes; CudaError if a CUDA
+ *        call fails. Nothing is launched on a throw.
+ */
+template <class T>
+void paged_prefill(const T* q, int num_q_heads, const PrefillBatchView& batch,
+                   const PagedKvCacheView<T>& cache, const BlockTableView& tables, T* out,
+                   float* lse, cudaStream_t stream, const PagedPrefillOptions& options = {}) {
+  static_assert(is_supported_dtype_v<T>, "paged_prefill: T must be float, __half or __nv_bfloat16");
+  detail::validate_paged_prefill_shapes(num_q_heads, batch, cache, tables, options);
+  if (tables.num_seqs == 0 || batch.total_q == 0 || batch.max_q_len == 0) return;
+  detail::check_decode_pointers(q, out, cache, tables, lse, /*reads_context_lens=*/true);
+  expects(batch.qo_indptr != nullptr, "batch.qo_indptr", "nullptr", "must be a device pointer");
+
+  const detail::PagedPrefillKernelInfo<T> info =
+      detail::select_paged_prefill_kernel<T>(cache.head_dim);
+  const int group = num_q_heads / cache.num_kv_heads;
+  const std::int64_t tiles =
+      (static_cast<std::int64_t>(batch.max_q_len) * group + info.rows_per_cta - 1) /
+      info.rows_per_cta;
+  expects(tiles <= INT32_MAX, "batch.max_q_len * group / rows per CTA", tiles,
+          "must fit in grid.x");
+  if (info.smem_bytes > 48 * 1024) {
+    RADIX_ATTENTION_CUDA_CHECK(cudaFuncSetAttribute(
+        info.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, info.smem_bytes));
+  }
+
+  const std::int64_t row_elems = static_cast<std::int64_t>(num_q_heads) * cache.head_dim;
+  const KvStrides strides = resolved_strides(cache);
+  detail::PagedPrefillParams<T> p{};
+  p.q = q;
+  p.out = out;
+  p.lse = lse;
+  p.k_cache = cache.k;
+  p.v_cache = cache.v;
+  p.qo_indptr = batch.qo_indptr;
+  p.block_tables = tables.block_tables;
+  p.context_lens = tables.context_lens;
+  p.table_stride = tables.row_stride;
+  p.q_row_stride = batch.q_row_stride != 0 ? batch.q_row_stride : row_elems;
+  p.out_row_stride = batch.out_row_stride != 0 ? batch.out_row_stride : row_elems;
+  p.layout = {strides.block, strides.token, strides.head, cache.num_blocks};
+  p.block_size = cache.block_size;
+  p.num_q_heads = num_q_heads;
+  p.group_size = group;
+  p.max_blocks_per_seq = tables.max_blocks_per_seq;
+  p.num_blocks = cache.num_blocks;
+  const float scale = options.scale != 0.f ? options.scale : 1.f / std::sqrt(float(cache.head_dim));
+  p.scale_log2 = scale * 1.4426950408889634f;
+  p.causal = options.causal;
+
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(cache.num_kv_heads),
+                  static_cast<unsigned>(tables.num_seqs));
+  info.kernel<<<grid, info.threads, info.smem_bytes, stream>>>(p);
+  RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace radix_attention

@@ -1,0 +1,397 @@
+// paged_prefill against the float64 reference on fresh random inputs: every dtype / head_dim
+// instance, GQA groups 1..8 and 7, block sizes 1..128, causal and non-causal masks, query
+// lengths 0..1000 after cached prefixes of 0..16k tokens, random block placement, NHD / HND /
+// combined K/V layouts and strided q / out rows; outputs poisoned and every element (and only
+// those) checked; q_len 1 against paged_decode; argument validation (runs without a GPU).
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "radix_attention/ops/paged_decode.cuh"
+#include "radix_attention/ops/paged_prefill.cuh"
+#include "radix_attention/reference/attention.hpp"
+#include "support/attention_check.hpp"
+#include "support/device_buffer.hpp"
+#include "support/gpu.hpp"
+
+namespace radix_attention {
+namespace {
+
+using test::DeviceBuffer;
+using test::DType;
+
+enum class Layout { kNhd, kHnd, kCombined };
+
+struct Request {
+  int q_len;
+  int prefix;  // cached tokens before the new ones: kv_len = prefix + q_len
+};
+
+struct Case {
+  DType dtype;
+  int head_dim;
+  int num_q_heads;
+  int num_kv_heads;
+  int block_size;
+  std::vector<Request> requests;
+  bool causal = true;
+  Layout layout = Layout::kNhd;
+  int row_pad = 0;  // extra elements between rows of q and of out (strided rows)
+  bool with_lse = true;
+  float scale = 0.f;
+};
+
+const char* name_of(DType d) {
+  return d == DType::kFloat ? "float" : d == DType::kHalf ? "half" : "bf16";
+}
+
+/// The batch's block tables with every request's blocks drawn from a shuffled pool.
+struct Tables {
+  std::vector<std::int32_t> table, context_lens, qo_indptr;
+  int max_blocks = 1;
+  std::int64_t row_stride = 1;
+  int num_blocks = 0;
+  int total_q = 0;
+  int max_q_len = 0;
+};
+
+Tables make_tables(const std::vector<Request>& requests, int bs, std::mt19937_64& rng) {
+  Tables t;
+  int needed = 0;
+  t.qo_indptr.push_back(0);
+  for (const Request& r : requests) {
+    const int kv = r.prefix + r.q_len;
+    t.context_lens.push_back(kv);
+    t.max_blocks = std::max(t.max_blocks, (kv + bs - 1) / bs);
+    needed += (kv + bs - 1) / bs;
+    t.total_q += r.q_len;
+    t.max_q_len = std::max(t.max_q_len, r.q_len);
+    t.qo_indptr.push_back(t.total_q);
+  }
+  t.row_stride = t.max_blocks + 2;  // a stride that is not the row length
+  t.num_blocks = needed + 3;        // spare blocks nobody uses
+  std::vector<std::int32_t> pool(t.num_blocks);
+  std::iota(pool.begin(), pool.end(), 0);
+  std::shuffle(pool.begin(), pool.end(), rng);
+  t.table.assign(requests.size() * t.row_stride, -1);
+  std::size_t next = 0;
+  for (std::size_t s = 0; s < requests.size(); ++s) {
+    for (int i = 0; i < (t.context_lens[s] + bs - 1) / bs; ++i)
+      t.table[s * t.row_stride + i] = pool[next++];
+  }
+  return t;
+}
+
+/// Copies NHD K (or V) into the case's layout; returns the buffer and sets the view's strides.
+template <class T>
+std::pair<std::vector<T>, std::vector<T>> to_layout(const std::vector<T>& k,
+                                                    const std::vector<T>& v, Layout layout,
+                                                    int blocks, int bs, int heads, int D,
+                                                    PagedKvCacheView<T>& view,
+                                                    std::size_t& v_offset) {
+  const std::int64_t token = std::int64_t{heads} * D, block = token * bs;
+  if (layout == Layout::kNhd) {
+    v_offset = 0;
+    return {k, v};
+  }
+  std::vector<T> kk, vv;
+  auto at = [&](std::int64_t b, std::int64_t o, std::int64_t h) {
+    return b * block + o * token + h * D;
+  };
+  if (layout == Layout::kHnd) {
+    view.head_stride = std::int64_t{bs} * D;
+    view.token_stride = D;
+    view.block_stride = block;
+    kk.resize(k.size());
+    vv.resize(v.size());
+    for (int b = 0; b < blocks; ++b)
+      for (int o = 0; o < bs; ++o)
+        for (int h = 0; h < heads; ++h)
+          for (int d = 0; d < D; ++d) {
+            const std::int64_t dst = b * block + h * view.head_stride + o * D + d;
+            kk[dst] = k[at(b, o, h) + d];
+            vv[dst] = v[at(b, o, h) + d];
+          }
+    v_offset = 0;
+    return {kk, vv};
+  }
+  // Combined [blocks, 2, block, heads, dim]: one buffer, V at +block elements.
+  view.head_stride = D;
+  view.token_stride = token;
+  view.block_stride = 2 * block;
+  kk.resize(2 * k.size());
+  for (int b = 0; b < blocks; ++b)
+    for (std::int64_t e = 0; e < block; ++e) {
+      kk[2 * b * block + e] = k[b * block + e];
+      kk[2 * b * block + block + e] = v[b * block + e];
+    }
+  v_offset = static_cast<std::size_t>(block);
+  return {kk, {}};
+}
+
+template <class T>
+void run_case(const Case& c, std::uint64_t seed) {
+  SCOPED_TRACE(::testing::Message()
+               << name_of(c.dtype) << " D=" << c.head_dim << " Hq=" << c.num_q_heads
+               << " Hkv=" << c.num_kv_heads << " bs=" << c.block_size << " causal=" << c.causal
+               << " layout=" << static_cast<int>(c.layout) << " pad=" << c.row_pad
+               << " seed=" << seed);
+  std::mt19937_64 rng(seed);
+  const int D = c.head_dim, Hq = c.num_q_heads, Hkv = c.num_kv_heads, bs = c.block_size;
+  const int num_seqs = static_cast<int>(c.requests.size());
+  const Tables t = make_tables(c.requests, bs, rng);
+  const std::int64_t row = std::int64_t{Hq} * D + c.row_pad;
+  const std::size_t kv_elems = static_cast<std::size_t>(t.num_blocks) * bs * Hkv * D;
+  const std::size_t q_elems = static_cast<std::size_t>(t.total_q) * row;
+  const auto [q, k, v] = test::random_qkv<T>(q_elems, kv_elems, rng);
+
+  PagedKvCacheView<T> cache{nullptr, nullptr, t.num_blocks, bs, Hkv, D};
+  std::size_t v_offset = 0;
+  auto [k_dev_host, v_dev_host] =
+      to_layout(k, v, c.layout, t.num_blocks, bs, Hkv, D, cache, v_offset);
+  DeviceBuffer<T> d_q(q), d_k(k_dev_host), d_v(v_dev_host.empty() ? std::vector<T>(1) : v_dev_host);
+  DeviceBuffer<T> d_out(q_elems);
+  DeviceBuffer<std::int32_t> d_tables(t.table), d_lens(t.context_lens), d_indptr(t.qo_indptr);
+  DeviceBuffer<float> d_lse(static_cast<std::size_t>(t.total_q) * Hq);
+  d_out.poison();
+  d_lse.poison();
+  cache.k = d_k.data();
+  cache.v = c.layout == Layout::kCombined ? d_k.data() + v_offset : d_v.data();
+  const BlockTableView tables{d_tables.data(), d_lens.data(), num_seqs,
+                              t.max_blocks,    t.row_stride,  -1};
+  const PrefillBatchView batch{d_indptr.data(), t.total_q, t.max_q_len, row, row};
+  PagedPrefillOptions options;
+  options.causal = c.causal;
+  options.scale = c.scale;
+  paged_prefill(d_q.data(), Hq, batch, cache, tables, d_out.data(),
+                c.with_lse ? d_lse.data() : nullptr, nullptr, options);
+  RADIX_ATTENTION_CUDA_CHECK(cudaDeviceSynchronize());
+  const std::vector<T> out_strided = d_out.download();
+  const std::vector<float> lse = d_lse.download();
+
+  // Pads between rows stay poisoned; the dense rows go to the shared comparison.
+  std::vector<T> q_dense(static_cast<std::size_t>(t.total_q) * Hq * D), out(q_dense.size());
+  int pad_written = 0;
+  for (int r = 0; r < t.total_q; ++r) {
+    for (std::int64_t e = 0; e < row; ++e) {
+      const T o = out_strided[r * row + e];
+      if (e < std::int64_t{Hq} * D) {
+        q_dense[r * Hq * D + e] = q[r * row + e];
+        out[r * Hq * D + e] = o;
+      } else if (!std::isnan(static_cast<float>(o))) {
+        ++pad_written;
+      }
+    }
+  }
+  EXPECT_EQ(pad_written, 0) << "elements between output rows were written";
+
+  const double scale = c.scale != 0.f ? c.scale : 1.0 / std::sqrt(double(D));
+  std::vector<double> ref(q_dense.size()), ref_lse(static_cast<std::size_t>(t.total_q) * Hq);
+  const reference::HostPagedCache<T> host{k.data(), v.data(), t.num_blocks, bs, Hkv, D};
+  reference::paged_prefill(q_dense.data(), host, t.table.data(), t.row_stride,
+                           t.context_lens.data(), t.qo_indptr.data(), num_seqs, Hq, scale, c.causal,
+                           ref.data(), ref_lse.data());
+  // Per row: the shared checker's "context" of a row is the number of keys it sees.
+  std::vector<std::int32_t> visible(t.total_q);
+  for (int s = 0; s < num_seqs; ++s) {
+    const int q_len = c.requests[s].q_len, kv = t.context_lens[s];
+    for (int i = 0; i < q_len; ++i)
+      visible[t.qo_indptr[s] + i] = c.causal ? std::clamp(kv - q_len + i + 1, 0, kv) : kv;
+  }
+  const double tol = c.dtype == DType::kFloat ? 1e-5 : 1e-2;
+  test::expect_decode_matches(out, c.with_lse ? lse.data() : nullptr, ref, ref_lse.data(),
+                              visible.data(), {t.total_q, Hq, D}, tol);
+}
+
+void run(const Case& c, std::uint64_t seed) {
+  test::with_dtype(c.dtype, [&](auto tag) { run_case<typename decltype(tag)::type>(c, seed); });
+}
+
+class PagedPrefillTest : public test::GpuTest {};
+
+TEST_F(PagedPrefillTest, EveryDtypeAndHeadDim) {
+  std::uint64_t seed = 1;
+  const std::vector<Request> reqs{{17, 0}, {1, 40}, {64, 100}, {65, 3}, {0, 10}, {130, 7}};
+  for (DType dt : {DType::kFloat, DType::kHalf, DType::kBf16}) {
+    for (int D : {64, 128, 256}) {
+      for (bool causal : {true, false}) run({dt, D, 8, 2, 16, reqs, causal}, seed++);
+    }
+  }
+}
+
+TEST_F(PagedPrefillTest, GqaGroups) {
+  std::uint64_t seed = 100;
+  for (int group : {1, 2, 3, 4, 5, 6, 7, 8, 16}) {
+    run({DType::kBf16, 128, 2 * group, 2, 16, {{33, 20}, {65, 0}, {5, 300}}}, seed++);
+    run({DType::kFloat, 64, group, 1, 8, {{19, 11}, {3, 0}}}, seed++);
+  }
+  run({DType::kHalf, 128, 28, 4, 16, {{100, 50}}, false}, seed++);  // group 7, no mask
+}
+
+TEST_F(PagedPrefillTest, BlockSizes) {
+  std::uint64_t seed = 200;
+  for (int bs : {1, 3, 16, 24, 64, 128}) {
+    run({DType::kBf16, 128, 8, 2, bs, {{65, 200}, {17, 0}, {1, 129}}}, seed++);
+    run({DType::kHalf, 64, 4, 4, bs, {{64, 63}}, false}, seed++);
+    run({DType::kFloat, 128, 4, 2, bs, {{17, 33}}}, seed++);
+  }
+}
+
+TEST_F(PagedPrefillTest, QueryAndPrefixLengths) {
+  std::uint64_t seed = 300;
+  for (int q_len : {1, 17, 64, 65, 1000}) {
+    for (int prefix : {0, 5, 1000}) {
+      run({DType::kBf16, 128, 4, 1, 16, {{q_len, prefix}, {0, 7}, {3, 1}}}, seed++);
+    }
+  }
+  run({DType::kHalf, 256, 2, 1, 16, {{1000, 24}}}, seed++);
+  run({DType::kFloat, 128, 2, 1, 16, {{1000, 0}}}, seed++);
+}
+
+TEST_F(PagedPrefillTest, LongPrefix16k) {
+  run({DType::kBf16, 128, 8, 2, 16, {{65, 16384}, {17, 16000}}}, 400);
+  run({DType::kHalf, 64, 4, 1, 1, {{33, 16384}}}, 401);
+  run({DType::kFloat, 128, 2, 1, 16, {{5, 16389}}}, 402);
+}
+
+TEST_F(PagedPrefillTest, EmptyContextsAndRequests) {
+  std::uint64_t seed = 500;
+  // Non-causal rows over an empty context: zeros and lse = -inf. Requests of q_len 0 inside.
+  for (DType dt : {DType::kFloat, DType::kBf16})
+    run({dt, 128, 4, 2, 16, {{0, 0}, {5, -5}, {0, 9}, {3, 0}}, false}, seed++);
+  // Causal rows past the context (kv_len < q_len) see nothing either.
+  run({DType::kHalf, 64, 2, 1, 8, {{9, -4}, {0, 0}, {1, 0}}}, seed++);
+}
+
+TEST_F(PagedPrefillTest, LayoutsAndStridedRows) {
+  std::uint64_t seed = 600;
+  for (Layout layout : {Layout::kNhd, Layout::kHnd, Layout::kCombined}) {
+    for (int pad : {0, 24}) {
+      run({DType::kBf16, 128, 8, 2, 16, {{40, 30}, {7, 0}}, true, layout, pad}, seed++);
+      run({DType::kFloat, 64, 4, 2, 3, {{9, 4}}, false, layout, pad}, seed++);
+    }
+  }
+}
+
+TEST_F(PagedPrefillTest, CustomScaleAndNoLse) {
+  run({DType::kHalf, 128, 8, 8, 32, {{70, 90}, {2, 500}}, true, Layout::kNhd, 0, false, 0.3f}, 700);
+  run({DType::kBf16, 64, 32, 8, 16, {{128, 128}, {64, 0}}, true, Layout::kNhd, 0, true, 0.05f},
+      701);
+}
+
+// q_len 1 after a context of n - 1 tokens is a decode step: both launchers agree.
+template <class T>
+void expect_equals_decode(std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const int D = 128, Hq = 16, Hkv = 4, bs = 16;
+  std::vector<Request> reqs;
+  for (int len : {1, 100, 777, 2048, 31}) reqs.push_back({1, len - 1});
+  const Tables t = make_tables(reqs, bs, rng);
+  const std::size_t kv_elems = static_cast<std::size_t>(t.num_blocks) * bs * Hkv * D;
+  const auto [q, k, v] =
+      test::random_qkv<T>(static_cast<std::size_t>(t.total_q) * Hq * D, kv_elems, rng);
+  DeviceBuffer<T> d_q(q), d_k(k), d_v(v), d_prefill(q.size()), d_decode(q.size());
+  DeviceBuffer<std::int32_t> d_tables(t.table), d_lens(t.context_lens), d_indptr(t.qo_indptr);
+  d_prefill.poison();
+  d_decode.poison();
+  const PagedKvCacheView<T> cache{d_k.data(), d_v.data(), t.num_blocks, bs, Hkv, D};
+  const int n = static_cast<int>(reqs.size());
+  const BlockTableView tables{d_tables.data(), d_lens.data(), n, t.max_blocks, t.row_stride, -1};
+  paged_prefill(d_q.data(), Hq, PrefillBatchView{d_indptr.data(), n, 1}, cache, tables,
+                d_prefill.data(), nullptr, nullptr);
+  PagedDecodeOptions decode_options;
+  decode_options.num_splits = 1;
+  paged_decode(d_q.data(), Hq, cache, tables, d_decode.data(), nullptr, nullptr, 0, nullptr,
+               decode_options);
+  RADIX_ATTENTION_CUDA_CHECK(cudaDeviceSynchronize());
+  const std::vector<T> a = d_prefill.download(), b = d_decode.download();
+  double err2 = 0, ref2 = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double x = static_cast<float>(a[i]), y = static_cast<float>(b[i]);
+    ASSERT_TRUE(std::isfinite(x)) << i;
+    err2 += (x - y) * (x - y);
+    ref2 += y * y;
+  }
+  EXPECT_LT(std::sqrt(err2 / ref2), DTypeTraits<T>::is_16bit ? 1e-2 : 1e-6);
+}
+
+TEST_F(PagedPrefillTest, QueryLengthOneEqualsDecode) {
+  expect_equals_decode<__nv_bfloat16>(800);
+  expect_equals_decode<__half>(801);
+  expect_equals_decode<float>(802);
+}
+
+// ---- argument validation: runs without a GPU (every check precedes any CUDA call) ----------
+template <class T>
+T* fake_ptr(std::uintptr_t addr = 4096) {
+  return reinterpret_cast<T*>(addr);
+}
+
+struct ValidArgs {
+  using T = __nv_bfloat16;
+  const T* q = fake_ptr<T>();
+  PrefillBatchView batch{fake_ptr<std::int32_t>(), 100, 60};
+  PagedKvCacheView<T> cache{fake_ptr<T>(), fake_ptr<T>(), 100, 16, 2, 128};
+  BlockTableView tables{fake_ptr<std::int32_t>(), fake_ptr<std::int32_t>(), 4, 10, 10, -1};
+  T* out = fake_ptr<T>();
+  int num_q_heads = 8;
+  PagedPrefillOptions options;
+  void call() const {
+    paged_prefill(q, num_q_heads, batch, cache, tables, out, nullptr, nullptr, options);
+  }
+};
+
+template <class Mutate>
+void expect_rejected(Mutate&& mutate, const char* needle) {
+  ValidArgs a;
+  mutate(a);
+  try {
+    a.call();
+    ADD_FAILURE() << "no throw for " << needle;
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(PagedPrefillValidation, RejectsBadArguments) {
+  expect_rejected([](ValidArgs& a) { a.q = nullptr; }, "q = nullptr");
+  expect_rejected([](ValidArgs& a) { a.out = nullptr; }, "out = nullptr");
+  expect_rejected([](ValidArgs& a) { a.cache.v = nullptr; }, "cache.v");
+  expect_rejected([](ValidArgs& a) { a.batch.qo_indptr = nullptr; }, "batch.qo_indptr");
+  expect_rejected([](ValidArgs& a) { a.tables.context_lens = nullptr; }, "context_lens");
+  expect_rejected([](ValidArgs& a) { a.num_q_heads = 7; }, "num_q_heads = 7");
+  expect_rejected([](ValidArgs& a) { a.cache.head_dim = 96; }, "head_dim = 96");
+  expect_rejected([](ValidArgs& a) { a.cache.block_size = 0; }, "block_size = 0");
+  expect_rejected([](ValidArgs& a) { a.tables.row_stride = 5; }, "row_stride = 5");
+  expect_rejected([](ValidArgs& a) { a.tables.num_seqs = 70000; }, "num_seqs = 70000");
+  expect_rejected([](ValidArgs& a) { a.batch.total_q = -1; }, "total_q = -1");
+  expect_rejected([](ValidArgs& a) { a.batch.max_q_len = 101; }, "max_q_len = 101");
+  expect_rejected([](ValidArgs& a) { a.batch.q_row_stride = 1000; }, "q_row_stride = 1000");
+  expect_rejected([](ValidArgs& a) { a.batch.out_row_stride = 1028; }, "out_row_stride = 1028");
+  expect_rejected([](ValidArgs& a) { a.cache.token_stride = 12; }, "cache strides");
+  expect_rejected([](ValidArgs& a) { a.cache.head_stride = -8; }, "cache strides");
+  expect_rejected([](ValidArgs& a) { a.q = fake_ptr<__nv_bfloat16>(4098); }, "q = ");
+  expect_rejected([](ValidArgs& a) { a.options.scale = NAN; }, "options.scale");
+  {  // empty batches are valid and launch nothing
+    ValidArgs a;
+    a.batch.total_q = 0;
+    a.batch.max_q_len = 0;
+    a.q = nullptr;
+    EXPECT_NO_THROW(a.call());
+    ValidArgs b;
+    b.tables.num_seqs = 0;
+    b.out = nullptr;
+    EXPECT_NO_THROW(b.call());
+  }
+}
+
+}  // namespace
+}  // namespace radix_attention
