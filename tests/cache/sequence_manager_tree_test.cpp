@@ -9,6 +9,7 @@
 #include <numeric>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cache/cache_test_support.hpp"
@@ -301,6 +302,24 @@ TEST_P(SequenceManagerTreeTest, DestructorDropsLocksAndBlocks) {
   }
   EXPECT_EQ(tree.locked_blocks(), 0);
   EXPECT_EQ(alloc.num_used(), tree.cached_blocks());
+  tree.validate();
+}
+
+static_assert(std::is_nothrow_destructible_v<ra::SequenceManager>);
+
+// The tree and the allocator changed behind the manager's back (a prefix lock dropped, a block
+// released): destroying the manager must neither throw nor terminate, and the tree stays valid.
+TEST_P(SequenceManagerTreeTest, DestructorSurvivesStateChangedBehindItsBack) {
+  {
+    ra::SequenceManager m2(alloc, tree);
+    m2.finish(m2.add(iota_tokens(n(3))));
+    const SequenceId s = m2.add(iota_tokens(n(3) + 1));
+    ASSERT_NE(m2.prefix_node(s), tree.root());
+    tree.unlock(m2.prefix_node(s));  // the manager's lock, dropped by someone else
+    const SequenceId t = m2.create(2 * bs());
+    alloc.release(m2.blocks(t)[0]);  // its block, released by someone else
+  }
+  EXPECT_EQ(tree.locked_blocks(), 0);
   tree.validate();
 }
 

@@ -27,9 +27,16 @@ inline void SequenceManager::lock_prefix(const detail::SequenceState& st) {
   if (tree_ != nullptr && st.tree.prefix_node.valid()) tree_->lock(st.tree.prefix_node);
 }
 
+// Runs in destructors and rollback paths, so it must not throw. A sequence's lock is taken once
+// and dropped once here; unlock() fails only if someone unlocked the node behind the manager's
+// back, and then it has changed nothing. Ignoring that is safe: the sequence's blocks are held
+// by its own allocator references, not by the lock.
 inline void SequenceManager::unlock_prefix(const detail::SequenceState& st) noexcept {
-  // A sequence's lock is taken once and dropped once, so unlock cannot fail here.
-  if (tree_ != nullptr && st.tree.prefix_node.valid()) tree_->unlock(st.tree.prefix_node);
+  if (tree_ == nullptr || !st.tree.prefix_node.valid()) return;
+  try {
+    tree_->unlock(st.tree.prefix_node);
+  } catch (...) {  // NOLINT(bugprone-empty-catch): see above
+  }
 }
 
 // Cached blocks in unlocked nodes that evicting would not free for add(): the matched prefix

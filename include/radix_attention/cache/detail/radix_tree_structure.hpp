@@ -24,15 +24,18 @@ inline RadixTree::RadixTree(BlockAllocator& allocator, std::int32_t block_size,
   scratch_.assign(static_cast<std::size_t>(allocator.num_blocks()), 0);
 }
 
-// Best effort and never throwing: a block already free (someone released the tree's reference
-// behind its back) is skipped rather than letting release() throw out of a destructor, which
-// would terminate the process; the other blocks still go back to the pool.
+// Best effort and never throwing: a block that is already free (someone released the tree's
+// reference behind its back) makes release() throw; it is skipped rather than letting the
+// exception leave a destructor, which would terminate the process, and the other blocks still
+// go back to the pool.
 inline RadixTree::~RadixTree() noexcept {
-  BlockAllocator& alloc = *allocator_;
   for (const detail::RadixNode& node : nodes_) {
     if (!node.alive) continue;
     for (BlockId block : node.blocks) {
-      if (alloc.contains(block) && alloc.ref_count(block) > 0) alloc.release(block);
+      try {
+        allocator_->release(block);
+      } catch (...) {  // NOLINT(bugprone-empty-catch): see above
+      }
     }
   }
 }
