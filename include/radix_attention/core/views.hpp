@@ -59,6 +59,36 @@ constexpr bool is_dense_nhd(const PagedKvCacheView<T>& cache) {
          s.block == s.token * cache.block_size;
 }
 
+/// @brief The writable form of PagedKvCacheView, taken by the cache writers (kv_append,
+/// copy_blocks): the same fields with the same meaning (strides included), T* instead of
+/// const T*. T may also be __nv_fp8_e4m3 (core/fp8.cuh).
+template <class T>
+struct PagedKvCacheMutView {
+  T* k = nullptr;
+  T* v = nullptr;
+  int num_blocks = 0;
+  int block_size = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  std::int64_t block_stride = 0;  ///< elements between blocks; 0 = NHD default
+  std::int64_t token_stride = 0;  ///< elements between offsets of one block; 0 = NHD default
+  std::int64_t head_stride = 0;   ///< elements between kv heads of one token; 0 = NHD default
+
+  /// The read-only view of the same cache, as the attention launchers take it.
+  constexpr PagedKvCacheView<T> as_const() const {
+    PagedKvCacheView<T> view{k, v, num_blocks, block_size, num_kv_heads, head_dim};
+    view.block_stride = block_stride;
+    view.token_stride = token_stride;
+    view.head_stride = head_stride;
+    return view;
+  }
+};
+
+template <class T>
+constexpr KvStrides resolved_strides(const PagedKvCacheMutView<T>& cache) {
+  return resolved_strides(cache.as_const());
+}
+
 /// @brief Block tables of a batch (device memory): token t of sequence s lives in block
 /// `block_tables[s * row_stride + t / block_size]` at offset `t % block_size`.
 struct BlockTableView {
