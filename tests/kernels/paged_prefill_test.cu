@@ -47,6 +47,7 @@ struct Case {
   int row_pad = 0;  // extra elements between rows of q and of out (strided rows)
   bool with_lse = true;
   float scale = 0.f;
+  bool wgmma = true;  // false: the mma.sync kernels even where wgmma ones exist
 };
 
 const char* name_of(DType d) {
@@ -143,7 +144,7 @@ void run_case(const Case& c, std::uint64_t seed) {
                << name_of(c.dtype) << " D=" << c.head_dim << " Hq=" << c.num_q_heads
                << " Hkv=" << c.num_kv_heads << " bs=" << c.block_size << " causal=" << c.causal
                << " layout=" << static_cast<int>(c.layout) << " pad=" << c.row_pad
-               << " seed=" << seed);
+               << " wgmma=" << c.wgmma << " seed=" << seed);
   std::mt19937_64 rng(seed);
   const int D = c.head_dim, Hq = c.num_q_heads, Hkv = c.num_kv_heads, bs = c.block_size;
   const int num_seqs = static_cast<int>(c.requests.size());
@@ -171,6 +172,7 @@ void run_case(const Case& c, std::uint64_t seed) {
   PagedPrefillOptions options;
   options.causal = c.causal;
   options.scale = c.scale;
+  options.allow_wgmma = c.wgmma;
   paged_prefill(d_q.data(), Hq, batch, cache, tables, d_out.data(),
                 c.with_lse ? d_lse.data() : nullptr, nullptr, options);
   RADIX_ATTENTION_CUDA_CHECK(cudaDeviceSynchronize());
@@ -211,8 +213,15 @@ void run_case(const Case& c, std::uint64_t seed) {
                               visible.data(), {t.total_q, Hq, D}, tol);
 }
 
+/// Runs the case on the default kernels and, for 16-bit inputs, on the mma.sync ones too (on
+/// a Hopper build the default is wgmma; elsewhere both runs take the same path).
 void run(const Case& c, std::uint64_t seed) {
   test::with_dtype(c.dtype, [&](auto tag) { run_case<typename decltype(tag)::type>(c, seed); });
+  if (c.dtype != DType::kFloat && c.wgmma) {
+    Case mma = c;
+    mma.wgmma = false;
+    test::with_dtype(c.dtype, [&](auto tag) { run_case<typename decltype(tag)::type>(mma, seed); });
+  }
 }
 
 class PagedPrefillTest : public test::GpuTest {};

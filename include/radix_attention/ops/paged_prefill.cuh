@@ -19,8 +19,10 @@
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/core/error.hpp"
 #include "radix_attention/core/views.hpp"
+#include "radix_attention/kernels/detail/arch_probe.cuh"
 #include "radix_attention/kernels/paged_prefill.cuh"
 #include "radix_attention/ops/detail/decode_checks.hpp"
+#include "radix_attention/ops/paged_decode.cuh"
 
 namespace radix_attention {
 
@@ -28,6 +30,9 @@ namespace radix_attention {
 struct PagedPrefillOptions {
   float scale = 0.f;   ///< softmax scale; 0 means 1 / sqrt(head_dim)
   bool causal = true;  ///< causal aligned to the end; false: every row sees the whole context
+  /// Use the Hopper wgmma kernels (16-bit inputs, head_dim 64 / 128) where the device runs an
+  /// sm_90a image; false keeps the mma.sync kernels everywhere (for comparisons).
+  bool allow_wgmma = true;
 };
 
 namespace detail {
@@ -41,14 +46,22 @@ struct PagedPrefillKernelInfo {
   int rows_per_cta;  ///< (query row, group head) rows one CTA computes
 };
 
-/// THE dispatch point of the prefill family: (T, head_dim) -> kernel instance. Instantiated:
-/// {__half, __nv_bfloat16} x {64, 128, 256} on tensor cores, float x {64, 128, 256} on CUDA
-/// cores. The GQA group size is a runtime value (rows of a tile), not a template argument.
+/// THE dispatch point of the prefill family: (T, head_dim, Hopper image) -> kernel instance.
+/// Instantiated: {__half, __nv_bfloat16} x {64, 128} on wgmma (sm_90a image) and x {64, 128,
+/// 256} on mma.sync (sm_80+), float x {64, 128, 256} on CUDA cores. The GQA group size is a
+/// runtime value (rows of a tile), not a template argument.
 template <class T>
-PagedPrefillKernelInfo<T> select_paged_prefill_kernel(int head_dim) {
-  auto make = [](auto d) -> PagedPrefillKernelInfo<T> {
+PagedPrefillKernelInfo<T> select_paged_prefill_kernel(int head_dim, bool wgmma) {
+  auto make = [wgmma](auto d) -> PagedPrefillKernelInfo<T> {
     constexpr int D = decltype(d)::value;
     if constexpr (DTypeTraits<T>::is_16bit) {
+      if constexpr (D <= 128) {
+        if (wgmma) {
+          using Tr = PrefillWgmmaTraits<T, D>;
+          return {&paged_prefill_wgmma_kernel<T, D>, Tr::kThreads, static_cast<int>(Tr::kSmemBytes),
+                  Tr::kRows};
+        }
+      }
       using Tr = PrefillMmaTraits<T, D>;
       return {&paged_prefill_mma_kernel<T, D>, Tr::kThreads, static_cast<int>(Tr::kSmemBytes),
               Tr::kRows};
@@ -132,8 +145,10 @@ void paged_prefill(const T* q, int num_q_heads, const PrefillBatchView& batch,
   detail::check_decode_pointers(q, out, cache, tables, lse, /*reads_context_lens=*/true);
   expects(batch.qo_indptr != nullptr, "batch.qo_indptr", "nullptr", "must be a device pointer");
 
+  const bool wgmma = DTypeTraits<T>::is_16bit && options.allow_wgmma &&
+                     detail::image_has_wgmma(detail::current_device());
   const detail::PagedPrefillKernelInfo<T> info =
-      detail::select_paged_prefill_kernel<T>(cache.head_dim);
+      detail::select_paged_prefill_kernel<T>(cache.head_dim, wgmma);
   const int group = num_q_heads / cache.num_kv_heads;
   const std::int64_t tiles =
       (static_cast<std::int64_t>(batch.max_q_len) * group + info.rows_per_cta - 1) /
@@ -171,6 +186,7 @@ void paged_prefill(const T* q, int num_q_heads, const PrefillBatchView& batch,
 
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(cache.num_kv_heads),
                   static_cast<unsigned>(tables.num_seqs));
+  detail::discard_stale_error();  // a launch reports its own failure, not an earlier one
   info.kernel<<<grid, info.threads, info.smem_bytes, stream>>>(p);
   RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
 }

@@ -99,6 +99,19 @@ __device__ __forceinline__ void warp_pv(float (&o)[HEAD_DIM / 8][4],
   }
 }
 
+/// Masks scores of keys at or past each of the lane's two rows' limits (-inf).
+template <int SF>
+__device__ __forceinline__ void mask_scores(float (&s)[SF][4], int tok0, const int (&limit)[2],
+                                            int lane) {
+#pragma unroll
+  for (int f = 0; f < SF; ++f) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      if (tok0 + f * 8 + 2 * (lane % 4) + (e & 1) >= limit[e / 2]) s[f][e] = -INFINITY;
+    }
+  }
+}
+
 /// Running softmax state of the two rows a lane holds (g and g + 8), base 2.
 struct WarpSoftmax {
   float m[2] = {-INFINITY, -INFINITY};  ///< running max of scale_log2 x score

@@ -22,6 +22,26 @@ struct KvLayout {
   int num_blocks;  ///< block ids must be in [0, num_blocks) (trapped under the bounds check)
 };
 
+/// Shared-tile layouts the loaders write, as element offsets of (row, 16-byte chunk):
+/// RowSwizzled<T, HEAD_DIM>: rows of HEAD_DIM elements, chunk c of row r at c ^ (r % 8), which
+///   ldmatrix reads without bank conflicts (the mma.sync mainloop).
+/// Sw128Layout<T, ROWS>: HEAD_DIM / 64 column blocks of [ROWS][64], each row of a block 128
+///   bytes with chunk c at c ^ (r % 8): the 128B-swizzle canonical layout wgmma reads (blocks
+///   must start 1024-byte aligned).
+template <class T, int HEAD_DIM>
+struct RowSwizzled {
+  __device__ __forceinline__ static int offset(int row, int chunk) {
+    return swizzled_offset<T, HEAD_DIM>(row, chunk);
+  }
+};
+template <class T, int ROWS>
+struct Sw128Layout {
+  static_assert(sizeof(T) == 2, "128-byte rows of 64 16-bit elements");
+  __device__ __forceinline__ static int offset(int row, int chunk) {
+    return (chunk / 8) * ROWS * 64 + row * 64 + (((chunk % 8) ^ (row % 8)) * 8);
+  }
+};
+
 /// Element offset of token `t` (of block-table row `table_row`) for KV head `kv_head`, or -1
 /// for a token at or past `end` (a row the loader zero-fills).
 __device__ __forceinline__ long long kv_token_offset(const std::int32_t* __restrict__ table_row,
@@ -40,7 +60,7 @@ __device__ __forceinline__ long long kv_token_offset(const std::int32_t* __restr
  * tiles [TILE][HEAD_DIM]; `offsets[row]` is the element offset of the row's head (from
  * kv_token_offset), -1 for a row past the range, which is zero-filled so it stays finite.
  */
-template <class T, int HEAD_DIM, int TILE, int THREADS>
+template <class T, int HEAD_DIM, int TILE, int THREADS, class Layout = RowSwizzled<T, HEAD_DIM>>
 __device__ __forceinline__ void load_paged_kv_tile(T* __restrict__ k_tile, T* __restrict__ v_tile,
                                                    const T* __restrict__ k_cache,
                                                    const T* __restrict__ v_cache,
@@ -57,7 +77,7 @@ __device__ __forceinline__ void load_paged_kv_tile(T* __restrict__ k_tile, T* __
     const long long offset = offsets[row];
     const bool valid = offset >= 0;
     const long long src = (valid ? offset : 0) + chunk * kElemsPerChunk;
-    const int dst = swizzled_offset<T, HEAD_DIM>(row, chunk);
+    const int dst = Layout::offset(row, chunk);
     cp_async_16_zfill(k_tile + dst, k_cache + src, valid);
     cp_async_16_zfill(v_tile + dst, v_cache + src, valid);
   }
@@ -68,7 +88,8 @@ __device__ __forceinline__ void load_paged_kv_tile(T* __restrict__ k_tile, T* __
  * `row_offset(r)` gives the element offset of row r's head in q, or -1 for a row past the
  * tile's end (zero-filled).
  */
-template <class T, int HEAD_DIM, int ROWS, int THREADS, class RowOffset>
+template <class T, int HEAD_DIM, int ROWS, int THREADS, class Layout = RowSwizzled<T, HEAD_DIM>,
+          class RowOffset>
 __device__ __forceinline__ void load_q_rows(T* __restrict__ q_tile, const T* __restrict__ q,
                                             RowOffset&& row_offset, int tid) {
   constexpr int kElemsPerChunk = 16 / static_cast<int>(sizeof(T));
@@ -78,7 +99,7 @@ __device__ __forceinline__ void load_q_rows(T* __restrict__ q_tile, const T* __r
     const int chunk = e % kChunksPerRow;
     const long long offset = row_offset(row);
     const bool valid = offset >= 0;
-    cp_async_16_zfill(q_tile + swizzled_offset<T, HEAD_DIM>(row, chunk),
+    cp_async_16_zfill(q_tile + Layout::offset(row, chunk),
                       q + (valid ? offset : 0) + chunk * kElemsPerChunk, valid);
   }
 }

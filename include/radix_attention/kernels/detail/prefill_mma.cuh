@@ -52,19 +52,6 @@ struct PrefillMmaSmem {
   __device__ T* v_stage(int s) const { return kv + (s * 2 + 1) * Traits::kTileElems; }
 };
 
-/// Masks scores of keys at or past each of the lane's two rows' limits (-inf).
-template <int SF>
-__device__ __forceinline__ void mask_scores(float (&s)[SF][4], int tok0, const int (&limit)[2],
-                                            int lane) {
-#pragma unroll
-  for (int f = 0; f < SF; ++f) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      if (tok0 + f * 8 + 2 * (lane % 4) + (e & 1) >= limit[e / 2]) s[f][e] = -INFINITY;
-    }
-  }
-}
-
 /// Streams keys [0, t.kv_end) through the pipeline; leaves O (unnormalised) and the softmax
 /// state of this warp's 16 rows in registers.
 template <class T, int HEAD_DIM>
@@ -175,12 +162,7 @@ __global__ void __launch_bounds__(PrefillMmaTraits<T, HEAD_DIM>::kThreads, 2)
   store_mma_rows<T, HEAD_DIM, Traits::kRows, Traits::kThreads>(
       o, softmax, sm.q, p.out, p.lse, t.rows,
       [&](int r) { return prefill_row_offset(t, r, p.group_size, p.out_row_stride, HEAD_DIM); },
-      [&](int r) {
-        const int fr = t.row0 + r;
-        const int qi = fr / p.group_size;
-        return static_cast<long long>(t.q_begin + qi) * p.num_q_heads + t.kv_head * p.group_size +
-               (fr - qi * p.group_size);
-      });
+      [&](int r) { return prefill_lse_index(p, t, r); });
 }
 
 }  // namespace radix_attention::detail

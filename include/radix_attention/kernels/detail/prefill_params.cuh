@@ -92,4 +92,14 @@ __device__ __forceinline__ long long prefill_row_offset(const PrefillTile& t, in
          static_cast<long long>(head) * head_dim;
 }
 
+/// Index of tile row r's LSE in [total_q, num_q_heads].
+template <class T>
+__device__ __forceinline__ long long prefill_lse_index(const PagedPrefillParams<T>& p,
+                                                       const PrefillTile& t, int r) {
+  const int fr = t.row0 + r;
+  const int qi = fr / p.group_size;
+  return static_cast<long long>(t.q_begin + qi) * p.num_q_heads + t.kv_head * p.group_size +
+         (fr - qi * p.group_size);
+}
+
 }  // namespace radix_attention::detail
