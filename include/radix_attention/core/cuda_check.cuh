@@ -24,6 +24,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "radix_attention/core/arch.cuh"
 #include "radix_attention/core/error.hpp"
 
 namespace radix_attention::detail {
