@@ -3,8 +3,9 @@
 // the same blocks in every sharer's block-table row, placed at random in the pool). Timed:
 // radix kernel + merge_states, one launch pair per iteration between CUDA events, L2 flushed
 // before each iteration (the batches are near the 50 MB L2); the plan upload happens once,
-// outside the timing. Counters: median_us, the unique-bytes floor at 2980 GB/s (DESIGN.md's
-// copy ceiling), and paged_decode on the same batch (full block tables, no sharing).
+// outside the timing. Counters: median_us, the unique-bytes floor at 2980 GB/s (the H100's
+// device-copy ceiling, BM_ceiling/d2d_copy in bench/RESULTS.md), and paged_decode on the same
+// batch (full block tables, no sharing).
 //
 //   ./radix_decode_bench --benchmark_counters_tabular=true
 

@@ -1,8 +1,8 @@
 #pragma once
 /// @file
-/// RadixPlan: what the batch planner hands the radix-decode kernel for one batch (DESIGN.md,
-/// "Radix plan"). Plain C++17 data + validation; the kernel side (DeviceRadixPlan) packs it for
-/// the GPU.
+/// RadixPlan: what the batch planner hands the radix-decode kernel for one batch
+/// (docs/architecture.md, "Data contracts"). Plain C++17 data + validation; the kernel side
+/// (DeviceRadixPlan) packs it for the GPU.
 
 #include <algorithm>
 #include <cstddef>

@@ -41,10 +41,10 @@ struct ForkResult {
 /// silently reading another sequence's block 0.
 inline constexpr std::int32_t kBlockTablePadding = -1;
 
-/// @brief Device-ready block tables of a batch (DESIGN.md "Block table"): token `t` of row `s`
-/// lives in block `block_tables[s * max_blocks_per_seq + t / block_size]` at offset
-/// `t % block_size`. Entries past a row's `ceil(context_lens[s] / block_size)` blocks hold
-/// kBlockTablePadding.
+/// @brief Device-ready block tables of a batch (docs/architecture.md, "Data contracts"):
+/// token `t` of row `s` lives in block `block_tables[s * max_blocks_per_seq + t / block_size]`
+/// at offset `t % block_size`. Entries past a row's `ceil(context_lens[s] / block_size)` blocks
+/// hold kBlockTablePadding.
 struct BlockTables {
   std::int32_t num_seqs = 0;
   std::int32_t max_blocks_per_seq = 0;     ///< row stride of block_tables
