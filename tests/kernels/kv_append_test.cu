@@ -208,11 +208,15 @@ TEST_F(KvAppendGpu, OddShapesAndWholePool) {
   }
 }
 
-TEST_F(KvAppendGpu, LargeAppendsUseFourTokensPerThread) {
-  // >= 2^20 packets: 4096 tokens x 8 heads x 128 bf16 (packet path) and 512 tokens on the
-  // element path (odd padding): the kTokens = 4 instances.
+TEST_F(KvAppendGpu, LargeAppendsUseSeveralTokensPerThread) {
+  // >= 2^20 packets of the cache: 8192 tokens x 8 heads x 128 (packet path; 16-byte packets of
+  // an fp8 cache hold 16 elements, so 4096 tokens suffice for 16/32-bit caches only) and 512
+  // tokens on the element path (odd padding): the large instances (kTokens 4, 2 or 1).
+  run({DType::kHalf, true, 8, 128, 16, 600, 8192, Layout::kHnd, Input::kStridedHeads, 0.1}, 23);
+  run({DType::kFloat, true, 8, 128, 16, 600, 8192, Layout::kNhd, Input::kDense, 0.1}, 25);
+  run({DType::kFloat, false, 8, 128, 16, 300, 4096, Layout::kCombined, Input::kDense, 0.1}, 24);
   for (bool fp8 : {false, true}) {
-    run({DType::kBf16, fp8, 8, 128, 16, 300, 4096, Layout::kNhd, Input::kFusedQkv, 0.1}, 21);
+    run({DType::kBf16, fp8, 8, 128, 16, 600, 8192, Layout::kNhd, Input::kFusedQkv, 0.1}, 21);
     run({DType::kBf16, fp8, 8, 128, 16, 40, 512, Layout::kOddPaddedNhd, Input::kDense, 0.1}, 22);
   }
 }

@@ -44,7 +44,7 @@ namespace detail {
 /// per thread. Instantiated for the T a caller uses: float, __half, __nv_bfloat16,
 /// __nv_fp8_e4m3.
 template <class T>
-auto select_copy_blocks_kernel(bool packets, int tokens_per_thread) {
+auto select_copy_blocks_kernel(bool packets, int tokens_per_thread) {  // 4 or 1
   constexpr int kVec = 16 / sizeof(T);
   using Kernel = void (*)(CopyBlocksParams<T>);
   if (packets) {
@@ -81,8 +81,9 @@ void launch_copy_blocks(const PagedKvCacheMutView<T>& cache, const std::int32_t*
   p.num_kv_heads = cache.num_kv_heads;
   p.chunks_per_head = cache.head_dim / vec;
   const int row_items = 2 * p.num_kv_heads * p.chunks_per_head;
-  const int tokens = kv_write_tokens_per_thread(
-      static_cast<std::int64_t>(num_copies) * cache.block_size, row_items);
+  const int tokens =
+      kv_write_is_large(static_cast<std::int64_t>(num_copies) * cache.block_size, row_items) ? 4
+                                                                                             : 1;
   const KvWriteBlock block = kv_write_block(row_items);
   const int group = block.y * tokens;
   // grid.y <= 65535; the kernel strides over the rest of a long block.

@@ -16,6 +16,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -55,19 +56,29 @@ struct KvAppendOptions {
 
 namespace detail {
 
-/// THE dispatch point of kv_append: (TIn, TCache) x {16-byte packets, single elements} x
-/// {4, 1} tokens per thread. Type pairs: T -> T for float, __half, __nv_bfloat16 (a copy), and
-/// each of them -> __nv_fp8_e4m3 (quantised). A packet is 16 bytes of the cache.
+/// A kv_append instance and the tokens per thread it was built for.
 template <class TIn, class TCache>
-auto select_kv_append_kernel(bool packets, int tokens_per_thread) {
+struct KvAppendKernel {
+  void (*kernel)(KvAppendParams<TIn, TCache>);
+  int tokens_per_thread;
+};
+
+/// THE dispatch point of kv_append: (TIn, TCache) x {16-byte packets, single elements} x
+/// {large, small} append. Type pairs: T -> T for float, __half, __nv_bfloat16 (a copy), and
+/// each of them -> __nv_fp8_e4m3 (quantised). A packet is 16 bytes of the cache. A large
+/// append moves 64 input bytes per thread in flight: 4 tokens of a 16-byte packet, 2 of the
+/// 32-byte input packet of bf16/half -> fp8, 1 of float -> fp8 (4 tokens there took 104
+/// registers on sm_90, 2 CTAs per SM, and spilled when capped at 64). A small one: 1 token.
+template <class TIn, class TCache>
+KvAppendKernel<TIn, TCache> select_kv_append_kernel(bool packets, bool large) {
   constexpr int kVec = 16 / sizeof(TCache);
-  using Kernel = void (*)(KvAppendParams<TIn, TCache>);
+  constexpr int kLarge = std::max(1, 64 / static_cast<int>(kVec * sizeof(TIn)));
   if (packets) {
-    return tokens_per_thread == 4 ? Kernel{&kv_append_kernel<TIn, TCache, kVec, 4>}
-                                  : Kernel{&kv_append_kernel<TIn, TCache, kVec, 1>};
+    return large ? KvAppendKernel<TIn, TCache>{&kv_append_kernel<TIn, TCache, kVec, kLarge>, kLarge}
+                 : KvAppendKernel<TIn, TCache>{&kv_append_kernel<TIn, TCache, kVec, 1>, 1};
   }
-  return tokens_per_thread == 4 ? Kernel{&kv_append_kernel<TIn, TCache, 1, 4>}
-                                : Kernel{&kv_append_kernel<TIn, TCache, 1, 1>};
+  return large ? KvAppendKernel<TIn, TCache>{&kv_append_kernel<TIn, TCache, 1, 4>, 4}
+               : KvAppendKernel<TIn, TCache>{&kv_append_kernel<TIn, TCache, 1, 1>, 1};
 }
 
 /// Scales and the counter exist for an fp8 cache only; anything else passing them is a bug
@@ -164,13 +175,13 @@ void kv_append(const KvAppendInput<TIn>& input, const std::int32_t* slot_mapping
   p.nonfinite_count = options.nonfinite_count;
 
   const int row_items = 2 * p.num_kv_heads * p.chunks_per_head;
-  const int tokens = detail::kv_write_tokens_per_thread(input.num_tokens, row_items);
+  const auto instance = detail::select_kv_append_kernel<TIn, TCache>(
+      packets, detail::kv_write_is_large(input.num_tokens, row_items));
   const detail::KvWriteBlock block = detail::kv_write_block(row_items);
-  const int per_cta = block.y * tokens;
+  const int per_cta = block.y * instance.tokens_per_thread;
   const dim3 grid(static_cast<unsigned>((input.num_tokens + per_cta - 1) / per_cta));
-  const auto kernel = detail::select_kv_append_kernel<TIn, TCache>(packets, tokens);
   detail::discard_stale_error();  // the launch rule of core/cuda_check.cuh
-  kernel<<<grid, dim3(block.x, block.y), 0, stream>>>(p);
+  instance.kernel<<<grid, dim3(block.x, block.y), 0, stream>>>(p);
   RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
 }
 
