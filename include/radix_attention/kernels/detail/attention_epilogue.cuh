@@ -17,15 +17,15 @@ namespace radix_attention::detail {
  * Writes ROWS normalised rows (16 per warp, from the warps' mma accumulators) of which the
  * first `rows` are real: row r goes to `out + out_offset(r)`, its LSE to `lse[lse_index(r)]`
  * (when lse is not null). `stage` is a free shared tile of ROWS x HEAD_DIM elements; the caller
- * has synchronised the CTA so nobody reads it any more.
+ * has synchronised the threads so nobody reads it any more. `tid` in [0, THREADS) numbers the
+ * writing threads (warp tid / 32 holds rows 16 warp ..) and `sync()` synchronises them.
  */
-template <class T, int HEAD_DIM, int ROWS, int THREADS, class OutOffset, class LseIndex>
+template <class T, int HEAD_DIM, int ROWS, int THREADS, class OutOffset, class LseIndex, class Sync>
 __device__ __forceinline__ void store_mma_rows(const float (&o)[HEAD_DIM / 8][4],
                                                const WarpSoftmax& softmax, T* stage, T* out,
                                                float* lse, int rows, OutOffset&& out_offset,
-                                               LseIndex&& lse_index) {
+                                               LseIndex&& lse_index, int tid, Sync&& sync) {
   static_assert(sizeof(T) == 2, "the mma epilogue stages 16-bit rows");
-  const int tid = threadIdx.x;
   const int warp = tid / 32;
   const int lane = tid % 32;
   const int g = lane / 4;
@@ -41,7 +41,7 @@ __device__ __forceinline__ void store_mma_rows(const float (&o)[HEAD_DIM / 8][4]
     }
     if (lse != nullptr && c == 0 && r < rows) lse[lse_index(r)] = softmax.lse(i);
   }
-  __syncthreads();
+  sync();
   constexpr int kChunksPerRow = HEAD_DIM * 2 / 16;
   for (int e = tid; e < rows * kChunksPerRow; e += THREADS) {
     const int r = e / kChunksPerRow;

@@ -162,7 +162,8 @@ __global__ void __launch_bounds__(PrefillMmaTraits<T, HEAD_DIM>::kThreads, 2)
   store_mma_rows<T, HEAD_DIM, Traits::kRows, Traits::kThreads>(
       o, softmax, sm.q, p.out, p.lse, t.rows,
       [&](int r) { return prefill_row_offset(t, r, p.group_size, p.out_row_stride, HEAD_DIM); },
-      [&](int r) { return prefill_lse_index(p, t, r); });
+      [&](int r) { return prefill_lse_index(p, t, r); }, static_cast<int>(threadIdx.x),
+      [] { __syncthreads(); });
 }
 
 }  // namespace radix_attention::detail
