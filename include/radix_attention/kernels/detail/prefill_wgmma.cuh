@@ -32,8 +32,8 @@ struct PrefillWgmmaTraits {
   static constexpr int kRows = kConsumers * 64;
   /// Tokens per K/V tile = N of the S product: 128 keeps S at 64 registers per thread.
   static constexpr int kTile = 128;
-  /// 3 stages where they fit next to Q (head_dim 64: 16 + 3 x 32 KB), else 2 (128: 32 + 2 x 64).
-  static constexpr int kStages = HEAD_DIM <= 64 ? 3 : 2;
+  /// 3 stages: head_dim 128 takes Q 32 KB + 3 x 64 KB, just inside the 227 KB a CTA may have.
+  static constexpr int kStages = 3;
   /// Register split: 384 threads start at 168 (65536 / 384, rounded to 8); the producer needs
   /// few, so (168 - 40) x 128 registers move to the consumers: 168 + 64 = 232 each.
   static constexpr int kProducerRegs = 40;
@@ -107,9 +107,10 @@ __device__ __forceinline__ void wgmma_pv(float (&o)[HEAD_DIM / 2], const float (
 
 #if RADIX_ATTENTION_HAS_WGMMA
 
-/// Producer warpgroup: Q once, then every K/V tile of [0, t.kv_end) into the stage ring. Each
-/// tile's copies are waited for one tile later (cp.async groups), fenced for the async proxy
-/// and published on the stage's `full` barrier, so two tiles are in flight.
+/// Producer warpgroup: Q once, then every K/V tile of [0, t.kv_end) into the stage ring, as
+/// far ahead as the ring allows. Each thread's copies of a tile arrive on the stage's `full`
+/// barrier when they complete (cp.async.mbarrier.arrive.noinc), so the producer never waits
+/// for its own copies, only for a stage the consumers have released.
 template <class T, int HEAD_DIM>
 __device__ __forceinline__ void prefill_wgmma_produce(const PagedPrefillParams<T>& p,
                                                       const PrefillTile& t,
@@ -122,16 +123,12 @@ __device__ __forceinline__ void prefill_wgmma_produce(const PagedPrefillParams<T
   const int num_tiles = (t.kv_end + kTile - 1) / kTile;
   const std::int32_t* table_row =
       p.block_tables + static_cast<std::int64_t>(t.seq) * p.table_stride;
-  auto publish = [&](std::uint64_t* bar) {
-    fence_proxy_async_shared();  // this thread's cp.async writes -> wgmma reads
-    (void)cuda::ptx::mbarrier_arrive(bar);
-  };
 
   load_q_rows<T, HEAD_DIM, Traits::kRows, 128, Sw128Layout<T, Traits::kRows>>(
       sm.q, p.q,
       [&](int r) { return prefill_row_offset(t, r, p.group_size, p.q_row_stride, HEAD_DIM); },
       ptid);
-  cp_async_commit();
+  cuda::ptx::cp_async_mbarrier_arrive_noinc(sm.q_full);
   for (int n = 0; n < num_tiles; ++n) {
     const int s = n % kStages;
     if (n >= kStages) mbarrier_wait(sm.empty + s, ((n / kStages) + 1) & 1);
@@ -149,15 +146,10 @@ __device__ __forceinline__ void prefill_wgmma_produce(const PagedPrefillParams<T
       cp_async_16_zfill(k_tile + dst, p.k_cache + src, valid);
       cp_async_16_zfill(v_tile + dst, p.v_cache + src, valid);
     }
-    cp_async_commit();
-    // Groups committed so far: Q, tiles 0..n. Q and tiles < n are complete after wait<1>.
-    cp_async_wait<1>();
-    if (n == 0) publish(sm.q_full);
-    if (n >= 1) publish(sm.full + (n - 1) % kStages);
+    cuda::ptx::cp_async_mbarrier_arrive_noinc(sm.full + s);
   }
-  cp_async_wait<0>();
-  if (num_tiles == 0) publish(sm.q_full);
-  if (num_tiles >= 1) publish(sm.full + (num_tiles - 1) % kStages);
+  // Leave only once every copy has landed (their barrier arrivals are in flight until then).
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
 }
 
 /// One consumer warpgroup (`cg` = 0 or 1, rows 64 cg ..): streams the tiles as they land.
@@ -190,9 +182,11 @@ __device__ __forceinline__ void prefill_wgmma_consume(const PagedPrefillParams<T
   if (cg == 1 && num_tiles > 0) named_barrier_arrive(1, 256);  // warpgroup 0 goes first
 
   mbarrier_wait(sm.q_full, 0);
+  fence_proxy_async_shared();  // cp.async (generic proxy) writes -> wgmma (async proxy) reads
   for (int n = 0; n < num_tiles; ++n) {
     const int stage = n % kStages;
     mbarrier_wait(sm.full + stage, (n / kStages) & 1);
+    fence_proxy_async_shared();
     float s[kTile / 8][4];
     float(&s_flat)[kTile / 2] = reinterpret_cast<float(&)[kTile / 2]>(s);
     my_turn();
