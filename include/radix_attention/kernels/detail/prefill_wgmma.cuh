@@ -41,10 +41,11 @@ struct PrefillWgmmaTraits {
   static constexpr std::size_t kSmemQ = std::size_t{kRows} * HEAD_DIM * sizeof(T);
   static constexpr std::size_t kTileBytes = std::size_t{kTile} * HEAD_DIM * sizeof(T);
   static constexpr std::size_t kSmemKV = std::size_t{kStages} * 2 * kTileBytes;
-  /// Barriers: q_full, full[kStages], empty[kStages].
+  /// Barriers: q_full, full[kStages], empty[kStages]; then two tiles of token slots.
   static constexpr std::size_t kSmemBarriers = (1 + 2 * kStages) * sizeof(std::uint64_t);
+  static constexpr std::size_t kSmemSlots = 2 * std::size_t{kTile} * sizeof(int);
   /// + 1024: the tiles start 1024-byte aligned (the swizzle pattern's period).
-  static constexpr std::size_t kSmemBytes = kSmemQ + kSmemKV + kSmemBarriers + 1024;
+  static constexpr std::size_t kSmemBytes = kSmemQ + kSmemKV + kSmemBarriers + kSmemSlots + 1024;
   static_assert(HEAD_DIM % 64 == 0, "Sw128 tiles are built of 64-element column blocks");
 };
 
@@ -56,6 +57,7 @@ struct PrefillWgmmaSmem {
   std::uint64_t* q_full;  ///< Q landed (producer threads arrive)
   std::uint64_t* full;    ///< [kStages] K/V stage landed
   std::uint64_t* empty;   ///< [kStages] both consumers are done with the stage (one per warp)
+  int* slots;             ///< [2][kTile] token slots of the tile being copied and the next
   __device__ explicit PrefillWgmmaSmem(unsigned char* raw) {
     const unsigned pad = (1024u - (smem_addr(raw) & 1023u)) & 1023u;
     unsigned char* base = raw + pad;
@@ -64,6 +66,7 @@ struct PrefillWgmmaSmem {
     q_full = reinterpret_cast<std::uint64_t*>(base + Traits::kSmemQ + Traits::kSmemKV);
     full = q_full + 1;
     empty = full + Traits::kStages;
+    slots = reinterpret_cast<int*>(empty + Traits::kStages);
   }
   __device__ T* k_stage(int s) const { return kv + s * 2 * (Traits::kTileBytes / sizeof(T)); }
   __device__ T* v_stage(int s) const { return kv + (s * 2 + 1) * (Traits::kTileBytes / sizeof(T)); }
@@ -124,29 +127,48 @@ __device__ __forceinline__ void prefill_wgmma_produce(const PagedPrefillParams<T
   const std::int32_t* table_row =
       p.block_tables + static_cast<std::int64_t>(t.seq) * p.table_stride;
 
+  // Token slots (block * block_size + offset, -1 past the range) of the next tile are looked
+  // up while the current one is copied, one row per thread, so the block-table latency never
+  // stalls the copies; two slot buffers, the producer warpgroup synchronised on barrier 4.
+  auto slot_of = [&](int tile) {
+    const int tok = tile * kTile + ptid;
+    if (tok >= t.kv_end) return -1;
+    return __ldg(table_row + tok / p.block_size) * p.block_size + tok % p.block_size;
+  };
+  sm.slots[ptid] = num_tiles > 0 ? slot_of(0) : -1;
   load_q_rows<T, HEAD_DIM, Traits::kRows, 128, Sw128Layout<T, Traits::kRows>>(
       sm.q, p.q,
       [&](int r) { return prefill_row_offset(t, r, p.group_size, p.q_row_stride, HEAD_DIM); },
       ptid);
   cuda::ptx::cp_async_mbarrier_arrive_noinc(sm.q_full);
+  named_barrier_sync(4, 128);
+  const long long head = static_cast<long long>(t.kv_head) * p.layout.head_stride;
   for (int n = 0; n < num_tiles; ++n) {
     const int s = n % kStages;
+    const int next_slot = n + 1 < num_tiles ? slot_of(n + 1) : -1;
     if (n >= kStages) mbarrier_wait(sm.empty + s, ((n / kStages) + 1) & 1);
     T* k_tile = sm.k_stage(s);
     T* v_tile = sm.v_stage(s);
+    const int* slots = sm.slots + (n & 1) * kTile;
 #pragma unroll 4
-    for (int e = ptid; e < kTile * kChunksPerRow; e += 128) {
+    for (int i = 0; i < kTile * kChunksPerRow / 128; ++i) {
+      const int e = ptid + i * 128;
       const int row = e / kChunksPerRow;
       const int chunk = e % kChunksPerRow;
-      const long long offset =
-          kv_token_offset(table_row, n * kTile + row, t.kv_end, p.block_size, p.layout, t.kv_head);
-      const bool valid = offset >= 0;
-      const long long src = (valid ? offset : 0) + chunk * 8;
+      const int slot = slots[row];
+      RADIX_ATTENTION_DEVICE_CHECK_BOUNDS(slot < 0 || slot / p.block_size < p.layout.num_blocks);
+      const long long src =
+          slot >= 0 ? static_cast<long long>(slot / p.block_size) * p.layout.block_stride +
+                          static_cast<long long>(slot % p.block_size) * p.layout.token_stride +
+                          head + chunk * 8
+                    : 0;
       const int dst = Sw128Layout<T, kTile>::offset(row, chunk);
-      cp_async_16_zfill(k_tile + dst, p.k_cache + src, valid);
-      cp_async_16_zfill(v_tile + dst, p.v_cache + src, valid);
+      cp_async_16_zfill(k_tile + dst, p.k_cache + src, slot >= 0);
+      cp_async_16_zfill(v_tile + dst, p.v_cache + src, slot >= 0);
     }
     cuda::ptx::cp_async_mbarrier_arrive_noinc(sm.full + s);
+    sm.slots[((n + 1) & 1) * kTile + ptid] = next_slot;
+    named_barrier_sync(4, 128);
   }
   // Leave only once every copy has landed (their barrier arrivals are in flight until then).
   asm volatile("cp.async.wait_all;\n" ::: "memory");
