@@ -23,9 +23,9 @@
 #include "bench_support.cuh"
 #include "radix_attention/cache/batch_planner.hpp"
 #include "radix_attention/core/cuda_check.cuh"
-#include "radix_attention/kernels/detail/radix_plan_from_segments.hpp"
 #include "radix_attention/ops/paged_decode.cuh"
 #include "radix_attention/ops/radix_decode.cuh"
+#include "support/radix_plan_from_segments.hpp"
 
 namespace {
 
@@ -84,7 +84,7 @@ Shape no_sharing(int n, int len) {
 struct Batch {
   int num_queries = 0, num_blocks = 0, max_blocks = 1;
   std::vector<std::int32_t> tables, lens;
-  std::vector<detail::RadixSegmentSpec> shared_segments, private_segments;
+  std::vector<test::RadixSegmentSpec> shared_segments, private_segments;
   double unique_bytes = 0;
 };
 
@@ -139,11 +139,11 @@ Batch build(const Shape& shape) {
 /// Plan: shared segments cut into chunks of `shared_chunk` tokens, private ones of `private_chunk`
 /// (or, with `share` false, every query's whole context as one private segment).
 RadixPlan make_plan(const Batch& b, bool share, int shared_chunk, int private_chunk) {
-  std::vector<detail::RadixSegmentSpec> segs;
-  auto add_chunks = [&](const std::vector<detail::RadixSegmentSpec>& from, int chunk) {
-    const RadixPlan p = detail::radix_plan_from_segments(b.num_queries, from, chunk);
+  std::vector<test::RadixSegmentSpec> segs;
+  auto add_chunks = [&](const std::vector<test::RadixSegmentSpec>& from, int chunk) {
+    const RadixPlan p = test::radix_plan_from_segments(b.num_queries, from, chunk);
     for (int c = 0; c < p.num_chunks(); ++c) {
-      detail::RadixSegmentSpec s{p.chunk_row[c], p.chunk_token_begin[c], p.chunk_token_end[c], {}};
+      test::RadixSegmentSpec s{p.chunk_row[c], p.chunk_token_begin[c], p.chunk_token_end[c], {}};
       s.queries.assign(p.chunk_queries.begin() + p.chunk_query_indptr[c],
                        p.chunk_queries.begin() + p.chunk_query_indptr[c + 1]);
       segs.push_back(s);
@@ -153,13 +153,13 @@ RadixPlan make_plan(const Batch& b, bool share, int shared_chunk, int private_ch
     add_chunks(b.shared_segments, shared_chunk);
     add_chunks(b.private_segments, private_chunk);
   } else {
-    std::vector<detail::RadixSegmentSpec> whole;
+    std::vector<test::RadixSegmentSpec> whole;
     for (int q = 0; q < b.num_queries; ++q) {
       if (b.lens[q] > 0) whole.push_back({q, 0, b.lens[q], {q}});
     }
     add_chunks(whole, private_chunk);
   }
-  return detail::radix_plan_from_segments(b.num_queries, segs, 1 << 30);
+  return test::radix_plan_from_segments(b.num_queries, segs, 1 << 30);
 }
 
 struct Fixture {

@@ -75,8 +75,8 @@ Forest random_forest(std::mt19937& rng, std::int32_t max_nodes, std::int32_t max
 }
 
 // View with junk (valid-looking block ids) past each row's used entries: never read.
-ra::HostBlockTableView padded_view(Forest& f, std::mt19937& rng) {
-  ra::HostBlockTableView v = f.batch.view();
+ra::BlockTableView padded_view(Forest& f, std::mt19937& rng) {
+  ra::BlockTableView v = f.batch.view();
   if (f.pad == 0) return v;
   const std::int32_t stride = v.max_blocks_per_seq + f.pad;
   std::vector<std::int32_t> wide(static_cast<std::size_t>(v.num_seqs) *
@@ -85,13 +85,14 @@ ra::HostBlockTableView padded_view(Forest& f, std::mt19937& rng) {
   for (std::int32_t q = 0; q < v.num_seqs; ++q) {
     const auto& row = f.batch.rows[static_cast<std::size_t>(q)];
     const auto used = static_cast<std::size_t>(
-        (f.batch.context_lens[static_cast<std::size_t>(q)] + v.block_size - 1) / v.block_size);
+        (f.batch.context_lens[static_cast<std::size_t>(q)] + f.batch.block_size - 1) /
+        f.batch.block_size);
     std::copy(row.begin(), row.begin() + static_cast<std::ptrdiff_t>(used),
               wide.begin() + static_cast<std::ptrdiff_t>(q) * stride);
   }
   f.batch.table = std::move(wide);
   v.block_tables = f.batch.table.data();
-  v.max_blocks_per_seq = stride;
+  v.row_stride = stride;  // max_blocks_per_seq stays: the junk lies past the usable entries
   return v;
 }
 
@@ -138,19 +139,19 @@ TEST(BatchPlannerRandom, PlansSatisfyKernelInvariants) {
     SCOPED_TRACE(iter);
     Forest f = random_forest(rng, 10, 40);
     const ra::PlannerOptions o = random_options(rng);
-    const ra::HostBlockTableView v = padded_view(f, rng);
+    const ra::BlockTableView v = padded_view(f, rng);
     ra::PlanStats stats;
-    const ra::RadixPlan plan = ra::plan(v, o, &stats);
-    ASSERT_NO_THROW(ra::check_plan_for_batch(plan, v));
+    const std::int32_t bs = f.batch.block_size;
+    const ra::RadixPlan plan = ra::plan(v, bs, o, &stats);
+    ASSERT_NO_THROW(ra::check_plan_for_batch(plan, v, bs));
     // Deterministic.
-    const ra::RadixPlan again = ra::plan(v, o);
+    const ra::RadixPlan again = ra::plan(v, bs, o);
     ASSERT_EQ(again.chunk_queries, plan.chunk_queries);
     ASSERT_EQ(again.chunk_token_begin, plan.chunk_token_begin);
 
     // Chunking bounds.
     const auto segs = segments_of(plan);
-    std::int32_t align =
-        (o.chunk_alignment_tokens + v.block_size - 1) / v.block_size * v.block_size;
+    std::int32_t align = (o.chunk_alignment_tokens + bs - 1) / bs * bs;
     if (o.max_chunk_tokens > 0 && align > o.max_chunk_tokens) align = o.chunk_alignment_tokens;
     for (std::int32_t c = 0; c < plan.num_chunks(); ++c) {
       const std::int32_t len = plan.chunk_token_end[c] - plan.chunk_token_begin[c];
@@ -208,7 +209,7 @@ TEST(BatchPlannerRandom, SharingDecisionIsOptimal) {
     o.segment_overhead_bytes = overheads[rng() % 3];
     o.num_q_heads = 8 * (1 + static_cast<std::int32_t>(rng() % 4));
     o.num_kv_heads = 8;
-    const ra::HostBlockTableView v = f.batch.view();
+    const ra::detail::BatchRows v = ra::detail::checked_rows(f.batch.view(), f.batch.block_size);
     ra::detail::BlockTrie trie;
     ra::detail::build_block_trie(v, trie);
     std::vector<std::size_t> candidates;

@@ -47,7 +47,7 @@ Batch shared_prefix_batch(std::int32_t n, std::int32_t bs, std::int32_t shared, 
 TEST(BatchPlanner, OneSharedPrefix) {
   Batch b = shared_prefix_batch(64, 16, 256, 8, 0);  // 64 x (4096 shared + 128 private)
   ra::PlanStats stats;
-  const ra::RadixPlan plan = ra::plan(b.view(), {}, &stats);
+  const ra::RadixPlan plan = ra::plan(b.view(), b.block_size, {}, &stats);
   expect_plan_invariants(plan, b);
   const auto shared = shared_segments(plan);
   ASSERT_EQ(shared.size(), 1u);
@@ -78,7 +78,7 @@ TEST(BatchPlanner, NestedSharingGlobalGroupPrivate) {
       next += 7;
     }
   }
-  const ra::RadixPlan plan = ra::plan(b.view(), no_split());
+  const ra::RadixPlan plan = ra::plan(b.view(), b.block_size, no_split());
   expect_plan_invariants(plan, b);
   const auto shared = shared_segments(plan);
   ASSERT_EQ(shared.size(), 5u);
@@ -99,7 +99,7 @@ TEST(BatchPlanner, NestedSharingGlobalGroupPrivate) {
 TEST(BatchPlanner, NoSharingIsPlainPagedDecode) {
   Batch b;
   for (std::int32_t q = 0; q < 8; ++q) b.add(iota_blocks(q * 100, 64), 64 * 16 - q);
-  const ra::RadixPlan plan = ra::plan(b.view(), no_split());
+  const ra::RadixPlan plan = ra::plan(b.view(), b.block_size, no_split());
   expect_plan_invariants(plan, b);
   EXPECT_TRUE(shared_segments(plan).empty());
   EXPECT_EQ(plan.num_segments, 8);
@@ -110,7 +110,7 @@ TEST(BatchPlanner, NoSharingIsPlainPagedDecode) {
 TEST(BatchPlanner, OneRequestIsSplitToFillTheGpu) {
   Batch b;
   b.add(iota_blocks(5, 128), 2048);
-  const ra::RadixPlan plan = ra::plan(b.view());
+  const ra::RadixPlan plan = ra::plan(b.view(), b.block_size);
   expect_plan_invariants(plan, b);
   // 2048 tokens x 8 kv heads over 132 SMs is below the 256-token minimum: 8 chunks of 256.
   ASSERT_EQ(plan.num_chunks(), 8);
@@ -124,7 +124,7 @@ TEST(BatchPlanner, OneRequestIsSplitToFillTheGpu) {
 TEST(BatchPlanner, IdenticalRequestsShareAllFullBlocks) {
   // Same full blocks; each has its own partial last block (as the sequence manager guarantees).
   Batch b = shared_prefix_batch(32, 16, 256, 0, 7);
-  const ra::RadixPlan plan = ra::plan(b.view(), no_split());
+  const ra::RadixPlan plan = ra::plan(b.view(), b.block_size, no_split());
   expect_plan_invariants(plan, b);
   const auto shared = shared_segments(plan);
   ASSERT_EQ(shared.size(), 1u);
@@ -133,7 +133,7 @@ TEST(BatchPlanner, IdenticalRequestsShareAllFullBlocks) {
   // one partial per query, nothing to merge.
   Batch same;
   for (int q = 0; q < 32; ++q) same.add(iota_blocks(0, 256), 4096);
-  const ra::RadixPlan p2 = ra::plan(same.view(), no_split());
+  const ra::RadixPlan p2 = ra::plan(same.view(), same.block_size, no_split());
   expect_plan_invariants(p2, same);
   EXPECT_EQ(p2.num_segments, 1);
   EXPECT_EQ(p2.num_partials(), 32);
@@ -148,7 +148,7 @@ TEST(BatchPlanner, DivergenceInsideABlockSharesOnlyFullIdenticalBlocks) {
   }
   ra::PlannerOptions o = no_split();
   o.merge_launch_bytes = 0;  // only the block granularity is under test here
-  const ra::RadixPlan plan = ra::plan(b.view(), o);
+  const ra::RadixPlan plan = ra::plan(b.view(), b.block_size, o);
   expect_plan_invariants(plan, b);
   const auto shared = shared_segments(plan);
   ASSERT_EQ(shared.size(), 1u);
@@ -162,23 +162,23 @@ TEST(BatchPlanner, ContextZeroAndOne) {
   b.add({3}, 1);
   b.add({}, 0);
   b.add({4, 5}, 17);
-  const ra::RadixPlan plan = ra::plan(b.view());
+  const ra::RadixPlan plan = ra::plan(b.view(), b.block_size);
   expect_plan_invariants(plan, b);
   EXPECT_EQ(plan.query_partial_indptr, (std::vector<std::int32_t>{0, 0, 1, 1, 2}));
   Batch empty;
   empty.add({}, 0);
-  const ra::RadixPlan p2 = ra::plan(empty.view());
+  const ra::RadixPlan p2 = ra::plan(empty.view(), empty.block_size);
   expect_plan_invariants(p2, empty);
   EXPECT_EQ(p2.num_chunks(), 0);
   EXPECT_EQ(p2.num_segments, 0);
-  const ra::RadixPlan p3 = ra::plan(ra::HostBlockTableView{16, 0, 0, nullptr, nullptr});
+  const ra::RadixPlan p3 = ra::plan(ra::BlockTableView{nullptr, nullptr, 0, 0, 0, -1}, 16);
   EXPECT_EQ(p3.num_queries, 0);
   EXPECT_EQ(p3.query_partial_indptr, std::vector<std::int32_t>{0});
 }
 
 TEST(BatchPlanner, BlockSizeOne) {
   Batch b = shared_prefix_batch(64, 1, 4096, 128, 0);
-  const ra::RadixPlan plan = ra::plan(b.view(), no_split());
+  const ra::RadixPlan plan = ra::plan(b.view(), b.block_size, no_split());
   expect_plan_invariants(plan, b);
   const auto shared = shared_segments(plan);
   ASSERT_EQ(shared.size(), 1u);
@@ -196,7 +196,7 @@ TEST(BatchPlanner, ChunkTargetIsOneWaveOfTheKernel) {
     o.head_dim = head_dim;
     o.ctas_per_sm = ctas_per_sm;
     ra::PlanStats stats;
-    const ra::RadixPlan plan = ra::plan(b.view(), o, &stats);
+    const ra::RadixPlan plan = ra::plan(b.view(), b.block_size, o, &stats);
     expect_plan_invariants(plan, b);
     return stats.chunk_target_tokens;
   };
@@ -213,7 +213,7 @@ TEST(BatchPlanner, ChunkingRespectsMinMaxAndAlignment) {
   ra::PlannerOptions o;
   o.num_sms = 132;
   ra::PlanStats stats;
-  const ra::RadixPlan plan = ra::plan(b.view(), o, &stats);
+  const ra::RadixPlan plan = ra::plan(b.view(), b.block_size, o, &stats);
   expect_plan_invariants(plan, b);
   std::int32_t chunks_of_short = 0;
   for (std::int32_t c = 0; c < plan.num_chunks(); ++c) {
@@ -230,7 +230,7 @@ TEST(BatchPlanner, ChunkingRespectsMinMaxAndAlignment) {
   o.max_chunk_tokens = 1024;
   o.num_sms = 1;  // the target alone would keep the segment whole; the cap splits it
   o.ctas_per_sm = 1;
-  const ra::RadixPlan capped = ra::plan(b.view(), o);
+  const ra::RadixPlan capped = ra::plan(b.view(), b.block_size, o);
   expect_plan_invariants(capped, b);
   for (std::int32_t c = 0; c < capped.num_chunks(); ++c) {
     EXPECT_LE(capped.chunk_token_end[c] - capped.chunk_token_begin[c], 1024);
@@ -248,17 +248,17 @@ TEST(BatchPlanner, ContextsNearTheInt32LimitDoNotOverflow) {
   ra::PlannerOptions o;
   o.chunk_alignment_tokens = 1 << 30;
   ra::PlanStats stats;
-  const ra::RadixPlan plan = ra::plan(b.view(), o, &stats);
+  const ra::RadixPlan plan = ra::plan(b.view(), b.block_size, o, &stats);
   expect_plan_invariants(plan, b);
   EXPECT_EQ(shared_segments(plan).size(), 1u);
   o.max_chunk_tokens = 1 << 30;
   o.chunk_alignment_tokens = 1 << 29;
-  expect_plan_invariants(ra::plan(b.view(), o), b);
+  expect_plan_invariants(ra::plan(b.view(), b.block_size, o), b);
 }
 
 TEST(BatchPlanner, SharedSegmentIsChunkedWithAllItsQueries) {
   Batch b = shared_prefix_batch(64, 16, 256, 8, 0);
-  const ra::RadixPlan plan = ra::plan(b.view());
+  const ra::RadixPlan plan = ra::plan(b.view(), b.block_size);
   expect_plan_invariants(plan, b);
   const auto shared = shared_segments(plan);
   ASSERT_EQ(shared.size(), 1u);
@@ -270,21 +270,21 @@ TEST(BatchPlanner, CostModelDecisions) {
   Batch small;
   small.add({1, 10, 11, 12}, 64);
   small.add({1, 20, 21, 22}, 64);
-  EXPECT_TRUE(shared_segments(ra::plan(small.view(), no_split())).empty());
+  EXPECT_TRUE(shared_segments(ra::plan(small.view(), small.block_size, no_split())).empty());
   // ... but it is shared once partials, segments and merges are free.
   ra::PlannerOptions free_merge = no_split();
   free_merge.segment_overhead_bytes = 0;
   free_merge.merge_launch_bytes = 0;
   free_merge.num_q_heads = 8;  // a partial (2 x 8 x 129 x 4 B) is then cheaper than 16 tokens
-  const ra::RadixPlan p = ra::plan(small.view(), free_merge);
+  const ra::RadixPlan p = ra::plan(small.view(), small.block_size, free_merge);
   expect_plan_invariants(p, small);
   EXPECT_EQ(shared_segments(p).size(), 1u);
   // 64 queries sharing 4096 tokens are shared under the defaults; not with sharing disabled.
   Batch big = shared_prefix_batch(64, 16, 256, 1, 3);
-  EXPECT_EQ(shared_segments(ra::plan(big.view())).size(), 1u);
+  EXPECT_EQ(shared_segments(ra::plan(big.view(), big.block_size)).size(), 1u);
   ra::PlannerOptions off;
   off.enable_sharing = false;
-  const ra::RadixPlan none = ra::plan(big.view(), off);
+  const ra::RadixPlan none = ra::plan(big.view(), big.block_size, off);
   expect_plan_invariants(none, big);
   EXPECT_TRUE(shared_segments(none).empty());
 }
@@ -294,7 +294,7 @@ TEST(BatchPlanner, ModelledCostMatchesThePlansSegments) {
   Batch b = shared_prefix_batch(8, 16, 64, 4, 5);
   ra::PlannerOptions o = no_split();
   ra::PlanStats stats;
-  const ra::RadixPlan plan = ra::plan(b.view(), o, &stats);
+  const ra::RadixPlan plan = ra::plan(b.view(), b.block_size, o, &stats);
   const double B = 2.0 * o.num_kv_heads * o.head_dim * o.kv_element_bytes;
   const double P = 2.0 * o.num_q_heads * (o.head_dim + 1) * 4.0;
   double cost = o.merge_launch_bytes;

@@ -132,9 +132,9 @@ void run_tree_batches(std::int32_t block_size, std::uint32_t seed) {
     Batch b;
     b.block_size = block_size;
     for (const auto& r : running) b.add(r.blocks, static_cast<std::int32_t>(r.tokens.size()));
-    const ra::RadixPlan plan = ra::plan(b.view());
+    const ra::RadixPlan plan = ra::plan(b.view(), b.block_size);
     expect_plan_invariants(plan, b);
-    const ra::RadixPlan free_plan = ra::plan(b.view(), sharing_is_free());
+    const ra::RadixPlan free_plan = ra::plan(b.view(), b.block_size, sharing_is_free());
     expect_plan_invariants(free_plan, b);
     expect_maximal_sharing(free_plan, b);
     if (::testing::Test::HasFatalFailure()) return;

@@ -30,7 +30,7 @@ struct Batch {
     rows.push_back(std::move(blocks));
     context_lens.push_back(len);
   }
-  ra::HostBlockTableView view() {
+  ra::BlockTableView view() {
     stride = 1;
     for (const auto& r : rows) stride = std::max(stride, static_cast<std::int32_t>(r.size()));
     table.assign(rows.size() * static_cast<std::size_t>(stride), -1);
@@ -38,8 +38,12 @@ struct Batch {
       std::copy(rows[q].begin(), rows[q].end(),
                 table.begin() + static_cast<std::ptrdiff_t>(q * stride));
     }
-    return {block_size, static_cast<std::int32_t>(rows.size()), stride, table.data(),
-            context_lens.data()};
+    return {table.data(),
+            context_lens.data(),
+            static_cast<std::int32_t>(rows.size()),
+            stride,
+            stride,
+            -1};
   }
 };
 
@@ -101,11 +105,11 @@ inline std::vector<Segment> shared_segments(const ra::RadixPlan& plan) {
 // (3) a chunk serving >= 2 queries covers only full blocks of each of them;
 // plus the library's own validate_radix_plan / check_plan_for_batch.
 inline void expect_plan_invariants(const ra::RadixPlan& plan, Batch& batch) {
-  const ra::HostBlockTableView view = batch.view();
+  const ra::BlockTableView view = batch.view();
   ASSERT_NO_THROW(ra::validate_radix_plan(plan, batch.context_lens));
-  ASSERT_NO_THROW(ra::check_plan_for_batch(plan, view));
+  ASSERT_NO_THROW(ra::check_plan_for_batch(plan, view, batch.block_size));
   ASSERT_EQ(plan.num_queries, view.num_seqs);
-  ASSERT_EQ(plan.batch_fingerprint, ra::fingerprint_batch(view));
+  ASSERT_EQ(plan.batch_fingerprint, ra::fingerprint_batch(view, batch.block_size));
   std::vector<std::int32_t> partial_chunk(plan.chunk_queries.size());
   for (std::int32_t c = 0; c < plan.num_chunks(); ++c) {
     for (auto p = plan.chunk_query_indptr[c]; p < plan.chunk_query_indptr[c + 1]; ++p) {

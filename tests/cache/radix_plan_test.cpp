@@ -1,7 +1,7 @@
 // RadixPlan: validate_radix_plan accepts a valid plan and reports every kind of error it checks
 // (each message names the field).
 
-#include "radix_attention/cache/radix_plan.hpp"
+#include "radix_attention/plan/radix_plan.hpp"
 
 #include <gtest/gtest.h>
 

@@ -14,20 +14,20 @@
 #include <string>
 #include <vector>
 
-#include "radix_attention/kernels/detail/radix_plan_from_segments.hpp"
 #include "radix_attention/ops/paged_decode.cuh"
 #include "radix_attention/ops/radix_decode.cuh"
 #include "radix_attention/reference/attention.hpp"
 #include "support/attention_check.hpp"
 #include "support/device_buffer.hpp"
 #include "support/gpu.hpp"
+#include "support/radix_plan_from_segments.hpp"
 
 namespace radix_attention {
 namespace {
 
-using detail::RadixSegmentSpec;
 using test::DeviceBuffer;
 using test::DType;
+using test::RadixSegmentSpec;
 
 /// A batch described by shared pieces: query q's context is the concatenation of the pieces
 /// `queries[q]` (ids into `piece_len`). Queries holding the same piece hold the same KV blocks
@@ -103,7 +103,7 @@ HostBatch build_batch(const Shape& shape, int bs, int max_chunk_tokens, std::mt1
   for (auto& [id, seg] : segs) {
     if (seg.end > seg.begin) list.push_back(seg);
   }
-  b.plan = detail::radix_plan_from_segments(b.num_queries, list, max_chunk_tokens);
+  b.plan = test::radix_plan_from_segments(b.num_queries, list, max_chunk_tokens);
   b.plan.batch_fingerprint = 0x1234;
   return b;
 }
@@ -332,16 +332,16 @@ TEST_F(RadixDecodeTest, NoSharingEqualsPagedDecode) {
 
 RadixPlan small_plan(std::vector<std::int32_t>& lens) {
   lens = {100, 120, 0};
-  return detail::radix_plan_from_segments(
+  return test::radix_plan_from_segments(
       3, {{0, 0, 64, {0, 1}}, {0, 64, 100, {0}}, {1, 64, 120, {1}}}, 1000);
 }
 
 TEST(RadixDecodeValidation, PackedLayoutCoversEveryRow) {
   std::vector<std::int32_t> lens;
   const RadixPlan plan = small_plan(lens);
-  detail::RadixPlanCapacity cap;
+  RadixPlanCapacity cap;
   std::vector<std::int32_t> packed;
-  const detail::RadixPlanSummary s = detail::pack_radix_plan(plan, lens, 40, cap, packed);
+  const RadixPlanSummary s = detail::pack_radix_plan(plan, lens, 40, cap, packed);
   EXPECT_EQ(s.num_chunks, 3);
   EXPECT_EQ(s.num_partials, 4);
   EXPECT_EQ(s.max_token_end, 120);
@@ -352,18 +352,17 @@ TEST(RadixDecodeValidation, PackedLayoutCoversEveryRow) {
   EXPECT_EQ(static_cast<std::int64_t>(packed.size()), o.total);
   std::vector<int> rows_seen(3, 0);
   for (int i = 0; i < 4; ++i) {
-    const int c = packed[o.items + i * detail::kRadixItemWords];
-    const int r = packed[o.items + i * detail::kRadixItemWords + 1];
+    const int c = packed[o.items + i * kRadixItemWords];
+    const int r = packed[o.items + i * kRadixItemWords + 1];
     const int chunk_rows = (plan.chunk_query_indptr[c + 1] - plan.chunk_query_indptr[c]) * 40;
-    rows_seen[c] += std::min(detail::kRadixRowsPerTile, chunk_rows - r);
+    rows_seen[c] += std::min(kRadixRowsPerTile, chunk_rows - r);
   }
   EXPECT_EQ(rows_seen, (std::vector<int>{80, 40, 40}));
   // Largest first: the two tiles of the 64-token shared chunk lead.
   EXPECT_EQ(packed[o.items], 0);
   // A smaller plan reuses the capacity (same offsets: graph-stable device addresses).
-  const detail::RadixPlanCapacity before = cap;
-  RadixPlan smaller =
-      detail::radix_plan_from_segments(3, {{0, 0, 100, {0}}, {1, 0, 120, {1}}}, 1000);
+  const RadixPlanCapacity before = cap;
+  RadixPlan smaller = test::radix_plan_from_segments(3, {{0, 0, 100, {0}}, {1, 0, 120, {1}}}, 1000);
   detail::pack_radix_plan(smaller, lens, 40, cap, packed);
   EXPECT_EQ(cap.chunks, before.chunks);
   EXPECT_EQ(cap.partials, before.partials);
@@ -375,7 +374,7 @@ TEST(RadixDecodeValidation, BadPlansThrowAndChangeNothing) {
   DeviceRadixPlan device_plan;  // no CUDA call happens before validation passes
   auto expect_rejected = [&](const RadixPlan& bad, const std::vector<std::int32_t>& l,
                              const char* what) {
-    detail::RadixPlanCapacity cap;
+    RadixPlanCapacity cap;
     std::vector<std::int32_t> packed{7};
     EXPECT_THROW(detail::pack_radix_plan(bad, l, 4, cap, packed), InvalidArgument) << what;
     EXPECT_EQ(packed, std::vector<std::int32_t>{7}) << what;
@@ -393,7 +392,7 @@ TEST(RadixDecodeValidation, BadPlansThrowAndChangeNothing) {
   longer[2] = 5;  // query 2 has context but no partials
   expect_rejected(good, longer, "query with no partials");
   expect_rejected(good, {100, 120}, "context_lens of another batch");
-  detail::RadixPlanCapacity cap;
+  RadixPlanCapacity cap;
   std::vector<std::int32_t> packed;
   EXPECT_THROW(detail::pack_radix_plan(good, lens, 0, cap, packed), InvalidArgument);
 }
@@ -482,8 +481,8 @@ TEST_F(RadixDecodeTest, SteadyStateUploadsKeepDeviceAddresses) {
   const HostBatch small = build_batch(shared_prefix(4, 32, {20}), 16, 1000, rng);
   DeviceRadixPlan plan;
   plan.upload(big.plan, big.context_lens, 4, nullptr);
-  const detail::RadixPlanView first = plan.view();
-  const detail::RadixPlanCapacity cap = plan.capacity();
+  const RadixPlanView first = plan.view();
+  const RadixPlanCapacity cap = plan.capacity();
   plan.upload(small.plan, small.context_lens, 4, nullptr);
   EXPECT_EQ(plan.view().items, first.items);
   EXPECT_EQ(plan.capacity().partials, cap.partials);

@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "radix_attention/cache/batch_planner.hpp"
-#include "radix_attention/cache/radix_plan.hpp"
-#include "radix_attention/kernels/detail/radix_device_plan.cuh"
+#include "radix_attention/ops/device_radix_plan.cuh"
+#include "radix_attention/plan/radix_plan.hpp"
 
 namespace radix_attention_torch {
 

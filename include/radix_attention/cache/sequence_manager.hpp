@@ -5,6 +5,7 @@
 /// RadixTree, requests reuse cached prefixes (add) and leave their blocks cached (finish).
 /// Plain C++17.
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <unordered_map>
@@ -14,6 +15,7 @@
 #include "radix_attention/cache/detail/sequence_state.hpp"
 #include "radix_attention/cache/radix_tree.hpp"
 #include "radix_attention/core/error.hpp"
+#include "radix_attention/core/views.hpp"
 
 namespace radix_attention {
 
@@ -41,15 +43,35 @@ struct ForkResult {
 /// silently reading another sequence's block 0.
 inline constexpr std::int32_t kBlockTablePadding = -1;
 
-/// @brief Device-ready block tables of a batch (docs/architecture.md, "Data contracts"):
-/// token `t` of row `s` lives in block `block_tables[s * max_blocks_per_seq + t / block_size]`
-/// at offset `t % block_size`. Entries past a row's `ceil(context_lens[s] / block_size)` blocks
-/// hold kBlockTablePadding.
+/// @brief Device-ready block tables of a batch (docs/architecture.md, "Data contracts"), owning
+/// their host arrays: token `t` of row `s` lives in block `block_tables[s * max_blocks_per_seq +
+/// t / block_size]` at offset `t % block_size`. Entries past a row's `ceil(context_lens[s] /
+/// block_size)` blocks hold kBlockTablePadding. Functions take the arrays as a BlockTableView
+/// (view()), the one block-table type of the library.
 struct BlockTables {
   std::int32_t num_seqs = 0;
-  std::int32_t max_blocks_per_seq = 0;     ///< row stride of block_tables
+  /// Usable entries per row, as in BlockTableView; rows are dense, so it is also their stride.
+  std::int32_t max_blocks_per_seq = 0;
   std::vector<std::int32_t> block_tables;  ///< [num_seqs * max_blocks_per_seq]
   std::vector<std::int32_t> context_lens;  ///< [num_seqs]
+
+  /// @brief The arrays as a BlockTableView (row_stride = max_blocks_per_seq; valid while this
+  /// object is alive and unchanged).
+  /// @throw InvalidArgument if the sizes disagree (num_seqs or max_blocks_per_seq < 0,
+  /// context_lens.size() != num_seqs, block_tables.size() != num_seqs * max_blocks_per_seq).
+  BlockTableView view() const {
+    expects(num_seqs >= 0, "tables.num_seqs", num_seqs, "must be >= 0");
+    expects(max_blocks_per_seq >= 0, "tables.max_blocks_per_seq", max_blocks_per_seq,
+            "must be >= 0");
+    expects(context_lens.size() == static_cast<std::size_t>(num_seqs), "tables.context_lens.size()",
+            context_lens.size(), "must equal num_seqs");
+    expects(block_tables.size() ==
+                static_cast<std::size_t>(num_seqs) * static_cast<std::size_t>(max_blocks_per_seq),
+            "tables.block_tables.size()", block_tables.size(),
+            "must equal num_seqs * max_blocks_per_seq");
+    return BlockTableView{block_tables.data(), context_lens.data(), num_seqs,
+                          max_blocks_per_seq,  max_blocks_per_seq,  -1};
+  }
 };
 
 /**
@@ -58,7 +80,9 @@ struct BlockTables {
  * Reference counting: every live sequence holds one allocator reference on each block of its
  * block list. Full blocks may be shared (fork retains them); the partially filled last block of
  * a sequence, the only one that is written to, is always held by that sequence alone (fork copies
- * it), so appending never writes into a block another holder reads.
+ * it), so appending never writes into a block another holder reads. A live sequence's block list
+only ever grows at its end: no operation replaces an entry (BatchPlanner relies on this to read
+only each row's new entries per step).
  *
  * Every operation either succeeds completely or throws and changes nothing: neither this object
  * nor the allocator. The allocator must outlive the manager; the destructor releases the blocks
@@ -189,6 +213,23 @@ class SequenceManager {
   /// @throw InvalidArgument if seq is not live.
   const std::vector<BlockId>& blocks(SequenceId seq) const;
 
+  /// @brief Context length and block list of `seq` from one lookup (what a planner reads per
+  /// row and step). `blocks` stays valid until the next call that modifies `seq`.
+  struct Row {
+    const BlockId* blocks;
+    std::int32_t num_blocks;
+    std::int32_t context_len;
+  };
+  /// @throw InvalidArgument if seq is not live.
+  Row row(SequenceId seq) const {
+    const detail::SequenceState& st = state(seq);
+    return Row{st.blocks.data(), static_cast<std::int32_t>(st.blocks.size()), st.num_tokens};
+  }
+
+  /// @brief Identifies this manager among all managers of the process (never reused, unlike an
+  /// address), so that a cache keyed by SequenceId (BatchPlanner) detects another manager.
+  std::uint64_t instance_id() const { return instance_id_; }
+
   /// @brief True if `seq` is a live sequence of this manager.
   bool contains(SequenceId seq) const { return sequences_.count(seq) != 0; }
 
@@ -221,8 +262,14 @@ class SequenceManager {
   std::int32_t pinned_evictable_blocks(const TokenId* tokens, std::size_t lookup,
                                        NamespaceId ns) const;
 
+  static std::uint64_t next_instance_id() {
+    static std::atomic<std::uint64_t> counter{0};
+    return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
+
   BlockAllocator* allocator_;
   std::int32_t block_size_;
+  std::uint64_t instance_id_ = next_instance_id();
   RadixTree* tree_ = nullptr;
   SequenceId next_id_ = 0;
   std::unordered_map<SequenceId, detail::SequenceState> sequences_;

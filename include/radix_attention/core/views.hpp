@@ -89,8 +89,13 @@ constexpr KvStrides resolved_strides(const PagedKvCacheMutView<T>& cache) {
   return resolved_strides(cache.as_const());
 }
 
-/// @brief Block tables of a batch (device memory): token t of sequence s lives in block
-/// `block_tables[s * row_stride + t / block_size]` at offset `t % block_size`.
+/// @brief Block tables of a batch, THE block-table type of the library: the launchers take it
+/// over device memory, the batch planner and validate_block_tables (cache/) over host memory,
+/// and SequenceManager's export (BlockTables::view()) produces it. Token t of sequence s lives
+/// in block `block_tables[s * row_stride + t / block_size]` at offset `t % block_size`; a row
+/// has max_blocks_per_seq usable entries (the capacity, max_blocks_per_seq * block_size tokens)
+/// and rows lie row_stride entries apart (row_stride > max_blocks_per_seq for a column slice of
+/// a wider table). Only the first ceil(context_lens[s] / block_size) entries of a row are read.
 struct BlockTableView {
   const std::int32_t* block_tables = nullptr;  ///< [num_seqs, row_stride]
   const std::int32_t* context_lens = nullptr;  ///< [num_seqs], each in [0, capacity]

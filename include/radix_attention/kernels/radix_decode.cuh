@@ -1,6 +1,6 @@
 #pragma once
 /// @file
-/// Radix-decode kernels: execute a packed RadixPlan (kernels/detail/radix_plan_layout.hpp).
+/// Radix-decode kernels: execute a packed RadixPlan (plan/radix_plan_layout.hpp).
 /// One launch covers every chunk of the batch: CTA work unit = (work item, KV head), where a
 /// work item is a chunk and a tile of up to 64 of its rows (queries x the KV head's query
 /// heads). Each CTA streams the chunk's KV once and writes one partial state (float output,
@@ -39,7 +39,7 @@ __global__ void __launch_bounds__(detail::RadixMmaTraits<T, HEAD_DIM>::kThreads,
   for (int w = blockIdx.x; w < total; w += gridDim.x) {
     const int item = w / p.num_kv_heads;
     const int kv_head = w - item * p.num_kv_heads;
-    const detail::RadixItem it = detail::load_radix_item(p.plan.items + item);
+    const RadixItem it = detail::load_radix_item(p.plan.items + item);
     // Layout per item (uniform over the CTA): rows on warps when there are many, tokens on
     // warps when there are few.
     if (it.rows <= 16) {
@@ -65,7 +65,7 @@ __global__ void __launch_bounds__(detail::RadixSimtTraits::kThreads)
   for (int w = blockIdx.x; w < total; w += gridDim.x) {
     const int item = w / p.num_kv_heads;
     const int kv_head = w - item * p.num_kv_heads;
-    const detail::RadixItem it = detail::load_radix_item(p.plan.items + item);
+    const RadixItem it = detail::load_radix_item(p.plan.items + item);
     detail::radix_simt_item<T, HEAD_DIM>(p, it, kv_head);
   }
 }

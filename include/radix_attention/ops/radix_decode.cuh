@@ -19,9 +19,9 @@
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/core/error.hpp"
 #include "radix_attention/core/views.hpp"
-#include "radix_attention/kernels/detail/radix_device_plan.cuh"
 #include "radix_attention/kernels/radix_decode.cuh"
 #include "radix_attention/ops/detail/decode_checks.hpp"
+#include "radix_attention/ops/device_radix_plan.cuh"
 #include "radix_attention/ops/merge_states.cuh"
 
 namespace radix_attention {

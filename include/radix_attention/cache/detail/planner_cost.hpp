@@ -34,42 +34,57 @@ struct SharingDecision {
   std::vector<std::uint8_t> shared;  ///< per trie node
   double shared_cost = 0;            ///< modelled cost of the decision, merge step excluded
   double unshared_cost = 0;          ///< modelled cost with every node private
+  // Working arrays of decide_sharing, per trie node (kept so a planner's steps reuse them).
+  std::vector<double> tail_tokens, tail_closed, cost_closed, cost_open, child_closed, child_open;
+  std::vector<std::uint8_t> share_if_closed, share_if_open;
 };
 
-template <class View>
-void decide_sharing(const View& batch, const BlockTrie& trie, const CostModel& m,
-                    SharingDecision& out) {
+inline void decide_sharing(const BatchRows& batch, const BlockTrie& trie, const CostModel& m,
+                           SharingDecision& out) {
   const std::size_t num_nodes = trie.nodes.size();
   const double B = m.token_bytes;
   const double P = m.partial_bytes;
   const double F = m.segment_bytes;
-  std::vector<double> tail_tokens(num_nodes, 0.0);
-  std::vector<double> tail_closed(num_nodes, 0.0);  // cost of tails that must open a new run
+  std::vector<double>& tail_tokens = out.tail_tokens;
+  std::vector<double>& tail_closed = out.tail_closed;  // cost of tails that must open a new run
+  tail_tokens.assign(num_nodes, 0.0);
+  tail_closed.assign(num_nodes, 0.0);
   out.shared.assign(num_nodes, 0);
-  out.shared_cost = 0;
-  out.unshared_cost = 0;
+  // Sums in locals: through `out` they would be reloaded after every store to the arrays.
+  double shared_cost = 0, unshared_cost = 0;
   for (std::int32_t q = 0; q < batch.num_seqs; ++q) {
     const std::int32_t len = batch.context_lens[q];
     if (len == 0) continue;
-    out.unshared_cost += len * B + P + F;
+    unshared_cost += len * B + P + F;
     const std::int32_t tail =
         len - trie.full_blocks[static_cast<std::size_t>(q)] * batch.block_size;
     const std::int32_t node = trie.last_node[static_cast<std::size_t>(q)];
     const double tail_cost = tail > 0 ? tail * B + P + F : 0.0;
     if (node < 0) {
-      out.shared_cost += tail_cost;  // no full block: the query is one private segment anyway
+      shared_cost += tail_cost;  // no full block: the query is one private segment anyway
     } else {
       tail_tokens[static_cast<std::size_t>(node)] += tail;
       tail_closed[static_cast<std::size_t>(node)] += tail_cost;
     }
   }
+  out.unshared_cost = unshared_cost;
+  out.shared_cost = shared_cost;
   if (num_nodes == 0) return;
 
   // cost[n][open], choice[n][open]; children follow parents in pre-order, so a reverse sweep
   // sees every child before its parent.
-  std::vector<double> cost_closed(num_nodes), cost_open(num_nodes);
-  std::vector<double> child_closed(num_nodes, 0.0), child_open(num_nodes, 0.0);
-  std::vector<std::uint8_t> share_if_closed(num_nodes, 0), share_if_open(num_nodes, 0);
+  std::vector<double>& cost_closed = out.cost_closed;
+  std::vector<double>& cost_open = out.cost_open;
+  std::vector<double>& child_closed = out.child_closed;
+  std::vector<double>& child_open = out.child_open;
+  std::vector<std::uint8_t>& share_if_closed = out.share_if_closed;
+  std::vector<std::uint8_t>& share_if_open = out.share_if_open;
+  cost_closed.resize(num_nodes);
+  cost_open.resize(num_nodes);
+  child_closed.assign(num_nodes, 0.0);
+  child_open.assign(num_nodes, 0.0);
+  share_if_closed.resize(num_nodes);
+  share_if_open.resize(num_nodes);
   for (std::size_t i = num_nodes; i-- > 0;) {
     const TrieNode& node = trie.nodes[i];
     const double k = node.num_queries();
@@ -86,9 +101,10 @@ void decide_sharing(const View& batch, const BlockTrie& trie, const CostModel& m
       child_closed[static_cast<std::size_t>(node.parent)] += cost_closed[i];
       child_open[static_cast<std::size_t>(node.parent)] += cost_open[i];
     } else {
-      out.shared_cost += cost_closed[i];
+      shared_cost += cost_closed[i];
     }
   }
+  out.shared_cost = shared_cost;
   // Pre-order replay: a node's entry state is fixed by its parent's choice.
   for (std::size_t i = 0; i < num_nodes; ++i) {
     const std::int32_t parent = trie.nodes[i].parent;

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "radix_attention/cache/detail/planner_trie.hpp"
-#include "radix_attention/cache/radix_plan.hpp"
+#include "radix_attention/plan/radix_plan.hpp"
 
 namespace radix_attention::detail {
 
@@ -26,61 +26,98 @@ struct SegmentList {
   std::vector<std::int32_t> queries;
   std::int32_t num_shared = 0;
   bool any_query_merges = false;  ///< some query has >= 2 segments (before chunking)
+  /// Some query has a private run before one of its shared segments, so its partials (shared
+  /// segments are listed first) are not in token order; emit_plan then sorts them.
+  bool partials_out_of_order = false;
+  // Per trie node, working arrays of build_segments (kept for their memory).
+  std::vector<std::int32_t> open_after, segments_after, closed_after, closed_next, closed_begin;
+  std::vector<std::int32_t> closed_stack;
 };
 
 /// Shared nodes become one segment each (in trie pre-order); every maximal run of a query's
 /// private nodes plus its partial last block becomes one private segment (by query, in token
 /// order). A query's segments tile [0, context_len) by construction.
-template <class View>
-void build_segments(const View& batch, const BlockTrie& trie,
-                    const std::vector<std::uint8_t>& shared, SegmentList& out) {
+///
+/// All queries through a node share its path, so what a walk down the path would find is
+/// computed once per node (pre-order: parents first): the begin of the private run still open
+/// after the node, the segments so far, and the runs closed at shared nodes above it (a linked
+/// list, usually empty). Each query then costs O(1 + its closed runs).
+inline void build_segments(const BatchRows& batch, const BlockTrie& trie,
+                           const std::vector<std::uint8_t>& shared, SegmentList& out) {
   out.segments.clear();
   out.queries.clear();
   out.num_shared = 0;
   out.any_query_merges = false;
+  out.partials_out_of_order = false;
   const std::int32_t bs = batch.block_size;
-  for (std::size_t i = 0; i < trie.nodes.size(); ++i) {
-    if (!shared[i]) continue;
+  const std::size_t num_nodes = trie.nodes.size();
+  out.open_after.resize(num_nodes);
+  out.segments_after.resize(num_nodes);
+  out.closed_after.resize(num_nodes);
+  out.closed_next.resize(num_nodes);
+  out.closed_begin.resize(num_nodes);
+  for (std::size_t i = 0; i < num_nodes; ++i) {
     const TrieNode& node = trie.nodes[i];
-    const auto offset = static_cast<std::int32_t>(out.queries.size());
-    out.queries.insert(out.queries.end(), trie.order.begin() + node.query_begin,
-                       trie.order.begin() + node.query_end);
-    std::sort(out.queries.begin() + offset, out.queries.end());
-    out.segments.push_back({out.queries[static_cast<std::size_t>(offset)], node.begin_block * bs,
-                            node.end_block * bs, offset, node.num_queries()});
-    ++out.num_shared;
+    const auto p = static_cast<std::size_t>(node.parent);
+    const bool top = node.parent < 0;
+    const std::int32_t open = top ? -1 : out.open_after[p];
+    std::int32_t segments = top ? 0 : out.segments_after[p];
+    std::int32_t closed = top ? -1 : out.closed_after[p];
+    if (shared[i]) {
+      if (open >= 0) {  // the private run above this shared node ends at its begin
+        out.closed_begin[i] = open;
+        out.closed_next[i] = closed;
+        closed = static_cast<std::int32_t>(i);
+        ++segments;
+      }
+      ++segments;
+      out.open_after[i] = -1;
+      const auto offset = static_cast<std::int32_t>(out.queries.size());
+      out.queries.insert(out.queries.end(), trie.order.begin() + node.query_begin,
+                         trie.order.begin() + node.query_end);
+      if (!std::is_sorted(out.queries.begin() + offset, out.queries.end())) {
+        std::sort(out.queries.begin() + offset, out.queries.end());
+      }
+      out.segments.push_back({out.queries[static_cast<std::size_t>(offset)], node.begin_block * bs,
+                              node.end_block * bs, offset, node.num_queries()});
+      ++out.num_shared;
+    } else {
+      out.open_after[i] = open >= 0 ? open : node.begin_block * bs;
+    }
+    out.segments_after[i] = segments;
+    out.closed_after[i] = closed;
   }
-  std::vector<std::int32_t> path;
+  const auto private_segment = [&](std::int32_t q, std::int32_t begin, std::int32_t end) {
+    out.segments.push_back({q, begin, end, static_cast<std::int32_t>(out.queries.size()), 1});
+    out.queries.push_back(q);
+  };
   for (std::int32_t q = 0; q < batch.num_seqs; ++q) {
     const std::int32_t len = batch.context_lens[q];
     if (len == 0) continue;
-    path.clear();
-    for (std::int32_t n = trie.last_node[static_cast<std::size_t>(q)]; n >= 0;
-         n = trie.nodes[static_cast<std::size_t>(n)].parent) {
-      path.push_back(n);
-    }
-    std::int32_t num_segments = 0;
-    std::int32_t run_begin = -1;
-    const auto close_run = [&](std::int32_t end) {
-      if (run_begin < 0) return;
-      out.segments.push_back({q, run_begin, end, static_cast<std::int32_t>(out.queries.size()), 1});
-      out.queries.push_back(q);
-      ++num_segments;
-      run_begin = -1;
-    };
-    for (auto it = path.rbegin(); it != path.rend(); ++it) {
-      const TrieNode& node = trie.nodes[static_cast<std::size_t>(*it)];
-      if (shared[static_cast<std::size_t>(*it)]) {
-        close_run(node.begin_block * bs);
-        ++num_segments;
-      } else if (run_begin < 0) {
-        run_begin = node.begin_block * bs;
+    const std::int32_t n = trie.last_node[static_cast<std::size_t>(q)];
+    const auto ni = static_cast<std::size_t>(n);
+    std::int32_t open = n >= 0 ? out.open_after[ni] : -1;
+    std::int32_t segments = n >= 0 ? out.segments_after[ni] : 0;
+    if (n >= 0 && out.closed_after[ni] >= 0) {
+      // Runs closed above shared nodes, bottom-up in the list: emitted top-down.
+      out.partials_out_of_order = true;
+      out.closed_stack.clear();
+      for (std::int32_t c = out.closed_after[ni]; c >= 0;
+           c = out.closed_next[static_cast<std::size_t>(c)]) {
+        out.closed_stack.push_back(c);
+      }
+      for (auto it = out.closed_stack.rbegin(); it != out.closed_stack.rend(); ++it) {
+        const auto c = static_cast<std::size_t>(*it);
+        private_segment(q, out.closed_begin[c], trie.nodes[c].begin_block * bs);
       }
     }
     const std::int32_t full_end = trie.full_blocks[static_cast<std::size_t>(q)] * bs;
-    if (full_end < len && run_begin < 0) run_begin = full_end;
-    close_run(len);
-    out.any_query_merges = out.any_query_merges || num_segments >= 2;
+    if (full_end < len && open < 0) open = full_end;
+    if (open >= 0) {
+      private_segment(q, open, len);
+      ++segments;
+    }
+    out.any_query_merges = out.any_query_merges || segments >= 2;
   }
 }
 
@@ -98,6 +135,9 @@ inline std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1
 /// chunks up to length / target such that the last chunk keeps >= min_tokens (chunks before it
 /// are at least as long), never a chunk over max_tokens. Chunk lengths are multiples of align.
 inline std::int64_t chunk_length(std::int64_t length, const ChunkParams& p) {
+  // One chunk (what the loop below gives too), without its divisions: the common case of a
+  // private suffix, and a plan's cost is per segment.
+  if (length <= p.target && (p.max_tokens == 0 || length <= p.max_tokens)) return length;
   const std::int64_t n_lo = p.max_tokens > 0 ? ceil_div(length, p.max_tokens) : 1;
   const std::int64_t n_hi = std::max(n_lo, ceil_div(length, p.target));
   std::int64_t len = length;
@@ -109,49 +149,88 @@ inline std::int64_t chunk_length(std::int64_t length, const ChunkParams& p) {
   return std::min(len, length);
 }
 
+/// Memory of emit_plan kept between calls.
+struct EmitScratch {
+  std::vector<std::int64_t> chunk_len;      ///< per segment
+  std::vector<std::int32_t> partial_begin;  ///< token begin of each partial's chunk
+  std::vector<std::int32_t> cursor;         ///< per query: next slot in query_partials
+};
+
 /// Splits every segment into chunks and writes the plan's arrays (num_queries, fingerprint and
-/// validation are the caller's). Each query's partials are listed in token order.
+/// validation are the caller's). Each query's partials are listed in token order. Sizes are
+/// counted first so that every array is written in place, once.
 inline void emit_plan(std::int32_t num_queries, const SegmentList& segs, const ChunkParams& cp,
-                      RadixPlan& plan) {
+                      EmitScratch& scratch, RadixPlan& plan) {
+  const auto nq = static_cast<std::size_t>(num_queries);
   plan.num_queries = num_queries;
   plan.num_segments = static_cast<std::int32_t>(segs.segments.size());
-  std::vector<std::int32_t> partial_begin;  // token begin of each partial's chunk, for sorting
-  std::vector<std::int32_t> per_query(static_cast<std::size_t>(num_queries) + 1, 0);
+  scratch.chunk_len.resize(segs.segments.size());
+  plan.query_partial_indptr.assign(nq + 1, 0);
+  std::size_t num_chunks = 0, num_partials = 0;
   for (std::size_t s = 0; s < segs.segments.size(); ++s) {
     const PlanSegment& seg = segs.segments[s];
     const std::int64_t len = chunk_length(seg.end - seg.begin, cp);
-    for (std::int64_t at = seg.begin; at < seg.end; at += len) {
-      const auto b = static_cast<std::int32_t>(at);
-      plan.chunk_row.push_back(seg.row);
-      plan.chunk_token_begin.push_back(b);
-      plan.chunk_token_end.push_back(
-          static_cast<std::int32_t>(std::min<std::int64_t>(seg.end, at + len)));
-      plan.chunk_segment.push_back(static_cast<std::int32_t>(s));
-      const auto first = segs.queries.begin() + seg.query_offset;
-      plan.chunk_queries.insert(plan.chunk_queries.end(), first, first + seg.num_queries);
-      partial_begin.insert(partial_begin.end(), static_cast<std::size_t>(seg.num_queries), b);
-      plan.chunk_query_indptr.push_back(static_cast<std::int32_t>(plan.chunk_queries.size()));
-      for (auto q = first; q != first + seg.num_queries; ++q) {
-        ++per_query[static_cast<std::size_t>(*q) + 1];
-      }
+    scratch.chunk_len[s] = len;
+    const auto chunks = len == seg.end - seg.begin
+                            ? 1
+                            : static_cast<std::int32_t>(ceil_div(seg.end - seg.begin, len));
+    num_chunks += static_cast<std::size_t>(chunks);
+    num_partials += static_cast<std::size_t>(chunks) * static_cast<std::size_t>(seg.num_queries);
+    const auto first = segs.queries.begin() + seg.query_offset;
+    for (auto q = first; q != first + seg.num_queries; ++q) {
+      plan.query_partial_indptr[static_cast<std::size_t>(*q) + 1] += chunks;
     }
   }
-  for (std::size_t q = 0; q < static_cast<std::size_t>(num_queries); ++q) {
-    per_query[q + 1] += per_query[q];
+  for (std::size_t q = 0; q < nq; ++q) {
+    plan.query_partial_indptr[q + 1] += plan.query_partial_indptr[q];
   }
-  plan.query_partial_indptr = per_query;
-  plan.query_partials.resize(plan.chunk_queries.size());
-  for (std::size_t p = 0; p < plan.chunk_queries.size(); ++p) {
-    const auto q = static_cast<std::size_t>(plan.chunk_queries[p]);
-    plan.query_partials[static_cast<std::size_t>(per_query[q]++)] = static_cast<std::int32_t>(p);
+  plan.chunk_row.resize(num_chunks);
+  plan.chunk_token_begin.resize(num_chunks);
+  plan.chunk_token_end.resize(num_chunks);
+  plan.chunk_segment.resize(num_chunks);
+  plan.chunk_query_indptr.resize(num_chunks + 1);
+  plan.chunk_query_indptr[0] = 0;
+  plan.chunk_queries.resize(num_partials);
+  plan.query_partials.resize(num_partials);
+  const bool sort = segs.partials_out_of_order;
+  if (sort) scratch.partial_begin.resize(num_partials);
+  scratch.cursor.assign(plan.query_partial_indptr.begin(), plan.query_partial_indptr.end() - 1);
+
+  std::size_t c = 0;
+  std::int32_t p = 0;
+  for (std::size_t s = 0; s < segs.segments.size(); ++s) {
+    const PlanSegment& seg = segs.segments[s];
+    const std::int64_t len = scratch.chunk_len[s];
+    const std::int32_t* first = segs.queries.data() + seg.query_offset;
+    for (std::int64_t at = seg.begin; at < seg.end; at += len, ++c) {
+      const auto b = static_cast<std::int32_t>(at);
+      plan.chunk_row[c] = seg.row;
+      plan.chunk_token_begin[c] = b;
+      plan.chunk_token_end[c] =
+          static_cast<std::int32_t>(std::min<std::int64_t>(seg.end, at + len));
+      plan.chunk_segment[c] = static_cast<std::int32_t>(s);
+      for (std::int32_t i = 0; i < seg.num_queries; ++i, ++p) {
+        const std::int32_t q = first[i];
+        plan.chunk_queries[static_cast<std::size_t>(p)] = q;
+        if (sort) scratch.partial_begin[static_cast<std::size_t>(p)] = b;
+        plan.query_partials[static_cast<std::size_t>(
+            scratch.cursor[static_cast<std::size_t>(q)]++)] = p;
+      }
+      plan.chunk_query_indptr[c + 1] = p;
+    }
   }
-  for (std::size_t q = 0; q < static_cast<std::size_t>(num_queries); ++q) {
-    auto first = plan.query_partials.begin() + plan.query_partial_indptr[q];
-    auto last = plan.query_partials.begin() + plan.query_partial_indptr[q + 1];
-    std::sort(first, last, [&](std::int32_t a, std::int32_t b) {
-      return partial_begin[static_cast<std::size_t>(a)] <
-             partial_begin[static_cast<std::size_t>(b)];
-    });
+  // A query's partials come in chunk order: shared segments in trie pre-order (ancestors
+  // first), then its private runs; only a private run above a shared node is out of token
+  // order, so most queries are sorted already. Begins are distinct (ranges are disjoint).
+  if (!sort) return;
+  const auto by_begin = [&](std::int32_t x, std::int32_t y) {
+    return scratch.partial_begin[static_cast<std::size_t>(x)] <
+           scratch.partial_begin[static_cast<std::size_t>(y)];
+  };
+  for (std::size_t q = 0; q < nq; ++q) {
+    auto lo = plan.query_partials.begin() + plan.query_partial_indptr[q];
+    auto hi = plan.query_partials.begin() + plan.query_partial_indptr[q + 1];
+    if (!std::is_sorted(lo, hi, by_begin)) std::sort(lo, hi, by_begin);
   }
 }
 

@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "radix_attention/cache/detail/planner_input.hpp"
+
 namespace radix_attention::detail {
 
 struct TrieNode {
@@ -42,8 +44,7 @@ struct BlockTrie {
 };
 
 /// Builds the trie of a batch whose input was already checked (check_block_table_view).
-template <class View>
-void build_block_trie(const View& batch, BlockTrie& trie) {
+inline void build_block_trie(const BatchRows& batch, BlockTrie& trie) {
   trie.clear();
   const std::int32_t n = batch.num_seqs;
   trie.full_blocks.resize(static_cast<std::size_t>(n));
@@ -52,9 +53,7 @@ void build_block_trie(const View& batch, BlockTrie& trie) {
     trie.full_blocks[static_cast<std::size_t>(q)] = batch.context_lens[q] / batch.block_size;
     if (trie.full_blocks[static_cast<std::size_t>(q)] > 0) trie.order.push_back(q);
   }
-  const auto row = [&](std::int32_t q) {
-    return batch.block_tables + static_cast<std::ptrdiff_t>(q) * batch.max_blocks_per_seq;
-  };
+  const auto row = [&](std::int32_t q) { return batch.row(q); };
   const auto full = [&](std::int32_t q) { return trie.full_blocks[static_cast<std::size_t>(q)]; };
 
   struct Pending {

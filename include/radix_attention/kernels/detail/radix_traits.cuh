@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "radix_attention/kernels/detail/radix_plan_layout.hpp"
+#include "radix_attention/plan/radix_plan_layout.hpp"
 
 namespace radix_attention::detail {
 
@@ -37,9 +37,10 @@ struct RadixMmaTraits {
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kRows = kRadixRowsPerTile;  // 4 warps x 16 fragment rows
-  /// Tokens per KV tile: 64 keeps K+V of one stage at 32 KB for head_dim 128, big enough for
-  /// long 16-byte streams per token row, small enough for 2 CTAs (3 stages each) per SM.
-  static constexpr int kTile = 64;
+  /// Tokens per KV tile (plan/radix_plan_layout.hpp, shared with the planner's chunk
+  /// alignment): 64 keeps K+V of one stage at 32 KB for head_dim 128, big enough for long
+  /// 16-byte streams per token row, small enough for 2 CTAs (3 stages each) per SM.
+  static constexpr int kTile = kRadixKvTileTokens;
   /// Stages in flight: 3 where shared memory allows 2 CTAs per SM, else 2 (head_dim 256).
   static constexpr int kStages = HEAD_DIM <= 128 ? 3 : 2;
   /// Q fragments stay in registers up to head_dim 128 (32 registers); beyond that the

@@ -1,19 +1,21 @@
 #pragma once
 /// @file
-/// DeviceRadixPlan: a RadixPlan resident on the GPU (packed; see radix_plan_layout.hpp).
-/// Included by ops/radix_decode.cuh, where users meet it.
+/// DeviceRadixPlan: a RadixPlan resident on the GPU (packed; see plan/radix_plan_layout.hpp),
+/// the plan argument of radix_decode (ops/radix_decode.cuh).
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <utility>
 #include <vector>
 
-#include "radix_attention/cache/radix_plan.hpp"
 #include "radix_attention/core/cuda_check.cuh"
 #include "radix_attention/core/error.hpp"
-#include "radix_attention/kernels/detail/radix_plan_layout.hpp"
+#include "radix_attention/plan/radix_plan.hpp"
+#include "radix_attention/plan/radix_plan_layout.hpp"
 
 namespace radix_attention {
 
@@ -49,12 +51,12 @@ class DeviceRadixPlan {
    * @brief Allocates buffers for plans up to `capacity` (no-op if they already fit).
    * @throw CudaError if an allocation fails (the plan is unchanged then).
    */
-  void reserve(const detail::RadixPlanCapacity& capacity) {
+  void reserve(const RadixPlanCapacity& capacity) {
     if (capacity_.holds(capacity) && host_ != nullptr) return;
-    detail::RadixPlanCapacity grown{std::max(capacity.chunks, capacity_.chunks),
-                                    std::max(capacity.partials, capacity_.partials),
-                                    std::max(capacity.queries, capacity_.queries),
-                                    std::max(capacity.items, capacity_.items)};
+    RadixPlanCapacity grown{std::max(capacity.chunks, capacity_.chunks),
+                            std::max(capacity.partials, capacity_.partials),
+                            std::max(capacity.queries, capacity_.queries),
+                            std::max(capacity.items, capacity_.items)};
     reallocate(grown, detail::radix_plan_offsets(grown).total);
   }
 
@@ -71,8 +73,8 @@ class DeviceRadixPlan {
    */
   void upload(const RadixPlan& plan, const std::vector<std::int32_t>& context_lens, int group_size,
               cudaStream_t stream) {
-    detail::RadixPlanCapacity cap = capacity_;
-    const detail::RadixPlanSummary summary =
+    RadixPlanCapacity cap = capacity_;
+    const RadixPlanSummary summary =
         detail::pack_radix_plan(plan, context_lens, group_size, cap, staging_);
     if (!capacity_.holds(cap) || host_ == nullptr) {
       reallocate(cap, static_cast<std::int64_t>(staging_.size()));
@@ -94,17 +96,17 @@ class DeviceRadixPlan {
   /// @brief True once a plan has been uploaded.
   bool uploaded() const { return uploaded_; }
   /// @brief Sizes and fingerprint of the uploaded plan.
-  const detail::RadixPlanSummary& summary() const { return summary_; }
+  const RadixPlanSummary& summary() const { return summary_; }
   std::int32_t num_queries() const { return summary_.num_queries; }
   std::int32_t num_partials() const { return summary_.num_partials; }
   std::int32_t group_size() const { return summary_.group_size; }
   /// @brief The batch_fingerprint of the uploaded plan (compare with the current batch's).
   std::uint64_t batch_fingerprint() const { return summary_.batch_fingerprint; }
   /// @brief Capacity the buffers hold (partials sizes the radix_decode workspace).
-  const detail::RadixPlanCapacity& capacity() const { return capacity_; }
+  const RadixPlanCapacity& capacity() const { return capacity_; }
 
   /// @brief Device view of the packed arrays (for the kernel).
-  detail::RadixPlanView view() const { return detail::radix_plan_view(device_, offsets_); }
+  RadixPlanView view() const { return detail::radix_plan_view(device_, offsets_); }
   /// @brief Device int32 [num_queries + 1]: CSR of each query's partials (for merge_states).
   const std::int32_t* query_partial_indptr() const {
     return device_ + offsets_.query_partial_indptr;
@@ -113,7 +115,7 @@ class DeviceRadixPlan {
   const std::int32_t* query_partials() const { return device_ + offsets_.query_partials; }
 
  private:
-  void reallocate(const detail::RadixPlanCapacity& cap, std::int64_t words) {
+  void reallocate(const RadixPlanCapacity& cap, std::int64_t words) {
     const std::size_t bytes = static_cast<std::size_t>(words) * sizeof(std::int32_t);
     std::int32_t* host = nullptr;
     std::int32_t* device = nullptr;
@@ -158,9 +160,9 @@ class DeviceRadixPlan {
   std::int32_t* host_ = nullptr;
   std::int32_t* device_ = nullptr;
   cudaEvent_t copied_ = nullptr;
-  detail::RadixPlanCapacity capacity_{};
+  RadixPlanCapacity capacity_{};
   detail::RadixPlanOffsets offsets_{};
-  detail::RadixPlanSummary summary_{};
+  RadixPlanSummary summary_{};
   bool uploaded_ = false;
   std::vector<std::int32_t> staging_;
 };

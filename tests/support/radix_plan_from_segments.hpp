@@ -1,19 +1,18 @@
 #pragma once
-/// @file
-/// Builds a RadixPlan from explicit segments (a token range of one block-table row plus the
-/// queries that attend to it), splitting long segments into chunks. For tests, benchmarks and
-/// examples that know the sharing structure by construction; serving engines use the batch
-/// planner (cache/batch_planner.hpp), which derives the segments from the radix tree.
-/// Plain C++17.
+// Shared by GPU tests and benchmarks: builds a RadixPlan from explicit segments (a token range
+// of one block-table row plus the queries that attend to it), splitting long segments into
+// chunks, for batches whose sharing structure is known by construction (and for plans the
+// planner would never build: bad ones, odd chunkings). Serving engines use the batch planner
+// (cache/batch_planner.hpp). Plain C++17.
 
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
-#include "radix_attention/cache/radix_plan.hpp"
 #include "radix_attention/core/error.hpp"
+#include "radix_attention/plan/radix_plan.hpp"
 
-namespace radix_attention::detail {
+namespace radix_attention::test {
 
 /// A token range [begin, end) of block-table row `row`, attended to by `queries`.
 struct RadixSegmentSpec {
@@ -63,4 +62,4 @@ inline RadixPlan radix_plan_from_segments(std::int32_t num_queries,
   return plan;
 }
 
-}  // namespace radix_attention::detail
+}  // namespace radix_attention::test

@@ -2,7 +2,9 @@
 /// @file
 /// The packed, device-side form of a RadixPlan: one flat int32 buffer (header + the plan's CSR
 /// arrays + the kernel's work list), built on the host and copied to the GPU with one copy.
-/// Plain C++17 (no CUDA), so packing and its checks run and are tested without a GPU.
+/// Plain C++17 (no CUDA), so packing and its checks run and are tested without a GPU; the
+/// radix kernels (kernels/) and the batch planner (cache/) both include it, so the tile shape
+/// they agree on is written once, here.
 ///
 /// Array offsets depend only on the buffer's *capacities*, never on the plan's sizes: while
 /// plans fit, the device address of every array stays the same from batch to batch, so a
@@ -15,14 +17,26 @@
 #include <numeric>
 #include <vector>
 
-#include "radix_attention/cache/radix_plan.hpp"
 #include "radix_attention/core/error.hpp"
+#include "radix_attention/plan/radix_plan.hpp"
 
-namespace radix_attention::detail {
+namespace radix_attention {
 
 /// Rows (query x query-head pairs of one KV head) one CTA of the radix kernel computes.
 /// 4 warps x the 16 rows of one m16n8k16 fragment; more rows are split over several CTAs.
+/// The planner sizes its split-KV work in these tiles (PlannerOptions::rows_per_tile).
 inline constexpr int kRadixRowsPerTile = 64;
+
+/// Tokens per KV tile of the radix kernel's mainloop: 64 keeps K+V of one stage at 32 KB for
+/// head_dim 128 (see RadixMmaTraits). The planner aligns chunk lengths to it
+/// (PlannerOptions::chunk_alignment_tokens) so that only a segment's last tile is partial.
+inline constexpr int kRadixKvTileTokens = 64;
+
+/// Radix-kernel CTAs resident per SM at a head_dim: 2 up to 128 (two CTAs' shared memory fit),
+/// 1 for 256. The planner's default one-wave size is num_sms x this.
+constexpr int radix_ctas_per_sm(int head_dim) { return head_dim <= 128 ? 2 : 1; }
+
+namespace detail {
 
 /// Header slots at the start of the packed buffer (read by the kernel when the grid is fixed).
 enum RadixHeader : int {
@@ -34,7 +48,10 @@ enum RadixHeader : int {
   kHeaderSize = 8,  // padded so the arrays start 32-byte aligned
 };
 
-/// Capacities of a packed buffer (entries of each array); offsets are derived from them.
+}  // namespace detail
+
+/// @brief Capacities of a packed plan buffer (entries of each array); offsets are derived from
+/// them (DeviceRadixPlan::reserve, DeviceRadixPlan::capacity).
 struct RadixPlanCapacity {
   std::int64_t chunks = 0;
   std::int64_t partials = 0;
@@ -47,8 +64,8 @@ struct RadixPlanCapacity {
   }
 };
 
-/// One work item as the kernel reads it (two 16-byte loads): everything its prologue needs, so
-/// the chain of dependent loads before the first KV copy is item -> block table -> KV.
+/// @brief One work item as the kernel reads it (two 16-byte loads): everything its prologue needs,
+/// so the chain of dependent loads before the first KV copy is item -> block table -> KV.
 struct RadixItem {
   std::int32_t chunk;       ///< chunk index (partial ids are query_base + row / group)
   std::int32_t row_begin;   ///< first row of the tile within the chunk's queries x group rows
@@ -61,6 +78,8 @@ struct RadixItem {
 };
 inline constexpr int kRadixItemWords = 8;
 static_assert(sizeof(RadixItem) == kRadixItemWords * sizeof(std::int32_t), "packed item layout");
+
+namespace detail {
 
 /// Offsets (in int32 entries) of each array inside the packed buffer.
 struct RadixPlanOffsets {
@@ -90,7 +109,9 @@ inline RadixPlanOffsets radix_plan_offsets(const RadixPlanCapacity& cap) {
   return o;
 }
 
-/// Device view of a packed plan: what the kernel receives (pointers into one buffer).
+}  // namespace detail
+
+/// @brief Device view of a packed plan: what the kernel receives (pointers into one buffer).
 struct RadixPlanView {
   const std::int32_t* header;
   const std::int32_t* chunk_row;
@@ -100,6 +121,8 @@ struct RadixPlanView {
   const std::int32_t* chunk_queries;
   const RadixItem* items;
 };
+
+namespace detail {
 
 inline RadixPlanView radix_plan_view(const std::int32_t* base, const RadixPlanOffsets& o) {
   return RadixPlanView{base,
@@ -111,7 +134,9 @@ inline RadixPlanView radix_plan_view(const std::int32_t* base, const RadixPlanOf
                        reinterpret_cast<const RadixItem*>(base + o.items)};
 }
 
-/// What the launcher needs to know about a packed plan without reading it back.
+}  // namespace detail
+
+/// @brief What the launcher needs to know about a packed plan without reading it back.
 struct RadixPlanSummary {
   std::int32_t num_queries = 0;
   std::int32_t num_chunks = 0;
@@ -122,6 +147,8 @@ struct RadixPlanSummary {
   std::int64_t rows = 0;           ///< sum over chunks of queries x group size
   std::uint64_t batch_fingerprint = 0;
 };
+
+namespace detail {
 
 /**
  * Work items of the radix kernel: one per (chunk, tile of kRadixRowsPerTile rows), where the
@@ -231,4 +258,5 @@ inline RadixPlanSummary pack_radix_plan(const RadixPlan& plan,
   return s;
 }
 
-}  // namespace radix_attention::detail
+}  // namespace detail
+}  // namespace radix_attention
