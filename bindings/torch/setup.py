@@ -26,10 +26,13 @@ from torch.utils.cpp_extension import BuildExtension, CUDAExtension  # noqa: E40
 CSRC = os.path.join("csrc")
 SOURCES = [
     "module.cpp", "errors.cpp", "cache_bindings.cpp", "planner_bindings.cpp", "ops_bindings.cpp",
-    "reference_bindings.cpp", "launch_dispatch.cpp",
+    "prefill_bindings.cpp", "kv_write_bindings.cpp", "reference_bindings.cpp",
+    "launch_dispatch.cpp",
     # One .cu per (operation, dtype): the kernel instances build in parallel.
     "paged_float.cu", "paged_half.cu", "paged_bf16.cu",
     "radix_float.cu", "radix_half.cu", "radix_bf16.cu",
+    "prefill_float.cu", "prefill_half.cu", "prefill_bf16.cu",
+    "kv_write_float.cu", "kv_write_half.cu", "kv_write_bf16.cu",
 ]
 
 # torch passes -D__CUDA_NO_HALF_OPERATORS__ (and friends) to nvcc by default; the library's

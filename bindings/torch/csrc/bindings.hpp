@@ -14,5 +14,9 @@ void bind_planner(pybind11::module_& m);
 void bind_reference(pybind11::module_& m);
 /// paged_decode, radix_decode, merge_states (ops_bindings.cpp).
 void bind_ops(pybind11::module_& m);
+/// paged_prefill (prefill_bindings.cpp).
+void bind_prefill(pybind11::module_& m);
+/// kv_append, copy_blocks (kv_write_bindings.cpp).
+void bind_kv_write(pybind11::module_& m);
 
 }  // namespace radix_attention_torch

@@ -53,4 +53,32 @@ void merge_states(const MergeArgs& args) {
   });
 }
 
+void paged_prefill(const PrefillArgs& args) {
+  dispatch(args.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    typed::paged_prefill<T>(args);
+  });
+}
+
+void kv_append(const KvAppendArgs& args) {
+  dispatch(args.in_dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    typed::kv_append<T>(args);
+  });
+}
+
+void copy_blocks(const CopyBlocksArgs& args) {
+  switch (args.dtype) {
+    case CacheDType::kFloat:
+      return typed::copy_blocks<float>(args);
+    case CacheDType::kHalf:
+      return typed::copy_blocks<__half>(args);
+    case CacheDType::kFp8E4M3:
+      return typed::copy_blocks_fp8(args);
+    case CacheDType::kBFloat16:
+    default:
+      return typed::copy_blocks<__nv_bfloat16>(args);
+  }
+}
+
 }  // namespace radix_attention_torch

@@ -22,17 +22,6 @@ radix_attention::PagedKvCacheView<T> cache_view(const DecodeArgs& a) {
   return cache;
 }
 
-inline radix_attention::BlockTableView table_view(const DecodeArgs& a) {
-  radix_attention::BlockTableView tables;
-  tables.block_tables = a.block_tables;
-  tables.context_lens = a.context_lens;
-  tables.num_seqs = a.num_seqs;
-  tables.max_blocks_per_seq = a.max_blocks_per_seq;
-  tables.row_stride = a.row_stride;
-  tables.max_context_len = a.max_context_len;
-  return tables;
-}
-
 inline radix_attention::PagedDecodeOptions decode_options(const DecodeArgs& a) {
   radix_attention::PagedDecodeOptions options;
   options.scale = a.scale;

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "bindings.hpp"
+#include "kv_tensors.hpp"
 #include "launch.hpp"
 #include "radix_batch.hpp"
 #include "tensor_checks.hpp"
@@ -21,17 +22,6 @@ namespace py = pybind11;
 
 namespace radix_attention_torch {
 namespace {
-
-DType to_dtype(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat:
-      return DType::kFloat;
-    case at::kHalf:
-      return DType::kHalf;
-    default:
-      return DType::kBFloat16;
-  }
-}
 
 /// Checks query, the caches, out and lse, and fills the dtype / shape / pointer fields of
 /// DecodeArgs (everything but the block tables). Allocates `out` when not given.
@@ -138,11 +128,7 @@ at::Tensor paged_decode_py(const at::Tensor& query, const at::Tensor& key_cache,
   c.expect(num_splits >= 0 && num_splits <= 128,
            "num_splits = " + std::to_string(num_splits) + ": must be in [0, 128] (0 = automatic)");
   a.num_splits = static_cast<int>(num_splits);
-  if (max_context_len.has_value()) {
-    c.expect(*max_context_len >= 0 && *max_context_len <= std::numeric_limits<int>::max(),
-             "max_context_len = " + std::to_string(*max_context_len) + ": must be in [0, 2^31)");
-    a.max_context_len = static_cast<int>(*max_context_len);
-  }
+  a.max_context_len = optional_bound(c, "max_context_len", max_context_len);
   const c10::cuda::CUDAGuard guard(query.device());
   a.stream = at::cuda::getCurrentCUDAStream(query.device().index()).stream();
   const std::size_t bytes = paged_decode_workspace(a);

@@ -2,7 +2,9 @@
 paged KV cache, and the radix-tree prefix cache that finds the shared prefixes.
 
 Kernels (CUDA tensors, current stream):
-    paged_decode, radix_decode, merge_states, radix_attention
+    paged_prefill, paged_decode, radix_decode, merge_states, radix_attention
+Cache writers (CUDA tensors, current stream):
+    kv_append, copy_blocks
 Host side (plain C++ objects):
     BlockAllocator, RadixTree, SequenceManager, BatchPlanner (-> RadixBatch), plan_batch,
     validate_block_tables, reference_paged_decode (float64 CPU reference)
@@ -13,6 +15,7 @@ Errors (all subclasses of Error, itself a RuntimeError):
 
 import torch  # noqa: F401  (loads libtorch before the extension)
 
+from ._C import copy_blocks as _copy_blocks
 from ._C import (  # noqa: F401
     ArgumentTypeError,
     BatchPlanner,
@@ -32,8 +35,10 @@ from ._C import (  # noqa: F401
     RadixTreeStats,
     SequenceManager,
     StateError,
+    kv_append,
     merge_states,
     paged_decode,
+    paged_prefill,
     plan_batch,
     radix_decode,
     reference_paged_decode,
@@ -44,8 +49,9 @@ __all__ = [
     "ArgumentTypeError", "BatchPlanner", "BlockAllocator", "BlockCopy", "CapacityError",
     "CudaError", "Error", "ForkResult", "InsertResult", "InvalidArgument", "NodeHandle",
     "PrefixMatch", "RadixBatch", "RadixPlan", "RadixTree", "RadixTreeStats", "SequenceManager",
-    "StateError", "merge_states", "paged_decode", "plan_batch", "radix_decode", "radix_attention",
-    "reference_paged_decode", "validate_block_tables",
+    "StateError", "copy_blocks", "kv_append", "merge_states", "paged_decode", "paged_prefill",
+    "plan_batch", "radix_decode", "radix_attention", "reference_paged_decode",
+    "validate_block_tables",
 ]
 
 
@@ -86,3 +92,41 @@ def radix_attention(output, query, key_cache, value_cache, plan_or_tables, block
                             lse=lse, scale=scale)
     raise TypeError("radix_attention: plan_or_tables must be a RadixBatch or a pair "
                     f"(block_tables, context_lens), not {type(plan_or_tables).__name__}")
+
+
+def copy_blocks(key_cache, value_cache, copies):
+    """Copies whole blocks (or the first tokens of blocks) of the K and V caches, in one launch.
+
+    Args:
+        key_cache, value_cache: [num_blocks, block_size, num_kv_heads, head_dim] CUDA tensors
+            (float32 / float16 / bfloat16 / float8_e4m3fn), unit stride along head_dim, the same
+            strides for both (NHD, HND as ``hnd.transpose(1, 2)``, halves of a combined tensor).
+        copies: what to copy, one of
+            - an int32 CUDA tensor ``[n, 2]`` of (src, dst) block pairs (whole blocks) or
+              ``[n, 3]`` of (src, dst, num_tokens) rows (the first num_tokens offsets);
+            - a list of :class:`BlockCopy` (``SequenceManager.fork(...).copies``) or a
+              :class:`ForkResult`;
+            - a list of (src, dst) pairs.
+            Ids must be in [0, num_blocks), no destination twice and no destination that another
+            copy reads (the copies run concurrently; ids are not checked on the device).
+
+    Runs on the current CUDA stream of the caches' device; a host list is uploaded first.
+    """
+    if isinstance(copies, ForkResult):
+        copies = copies.copies
+    if not isinstance(copies, torch.Tensor):
+        rows = []
+        for c in copies:
+            if isinstance(c, BlockCopy):
+                rows.append((c.src, c.dst, c.num_tokens))
+            else:
+                rows.append(tuple(int(x) for x in c))
+        widths = {len(r) for r in rows}
+        if len(widths) > 1 or not widths <= {2, 3}:
+            raise ValueError("copy_blocks: copies must all be BlockCopy / (src, dst, num_tokens) "
+                             "rows or all (src, dst) pairs")
+        width = widths.pop() if widths else 2
+        copies = torch.tensor(rows, dtype=torch.int32).reshape(-1, width)
+        if isinstance(key_cache, torch.Tensor) and key_cache.is_cuda:
+            copies = copies.to(key_cache.device, non_blocking=True)
+    return _copy_blocks(key_cache, value_cache, copies)
