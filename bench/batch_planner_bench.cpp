@@ -117,7 +117,7 @@ void run_steps(benchmark::State& state, const Tables& initial) {
       ++len;
     }
     const auto start = std::chrono::steady_clock::now();
-    ra::RadixPlan plan = planner.plan(t.view(), bs, keys.data());
+    const ra::RadixPlan& plan = planner.plan(t.view(), bs, keys.data());
     const auto stop = std::chrono::steady_clock::now();
     benchmark::DoNotOptimize(plan);
     partials = plan.num_partials();
@@ -159,7 +159,7 @@ void run_manager_steps(benchmark::State& state, std::int32_t n, std::int32_t sha
     ++step;
     for (ra::SequenceId s : seqs) manager.append(s, 1);
     const auto start = std::chrono::steady_clock::now();
-    ra::RadixPlan plan = planner.plan(manager, seqs);
+    const ra::RadixPlan& plan = planner.plan(manager, seqs);
     const auto stop = std::chrono::steady_clock::now();
     benchmark::DoNotOptimize(plan);
     state.SetIterationTime(std::chrono::duration<double>(stop - start).count());

@@ -272,7 +272,8 @@ TEST(BatchPlannerIncremental, FailedCallsChangeNothing) {
   b.add({0, 1, 2}, 40);
   b.add({0, 1, 5}, 40);
   const std::vector<std::int64_t> keys{1, 2};
-  const ra::RadixPlan first = planner.plan(b.view(), 16, keys.data());
+  const ra::RadixPlan& returned = planner.plan(b.view(), 16, keys.data());
+  const ra::RadixPlan first = returned;
   ASSERT_EQ(planner.num_cached_rows(), 2u);
   const std::int32_t nodes = planner.num_cached_nodes();
   ra::PlanStats stats;
@@ -283,6 +284,7 @@ TEST(BatchPlannerIncremental, FailedCallsChangeNothing) {
   b.context_lens[2] = 65;  // past the row's capacity
   EXPECT_THROW(planner.plan(b.view(), 16, keys3.data(), &stats), ra::InvalidArgument);
   EXPECT_EQ(stats.num_trie_nodes, 12345);
+  expect_same_plan(returned, first);  // the plan returned last is as it was
   EXPECT_EQ(planner.num_cached_rows(), 2u);
   EXPECT_EQ(planner.num_cached_nodes(), nodes);
   b.rows.pop_back();
@@ -313,6 +315,37 @@ TEST(BatchPlannerIncremental, SpotCheckAndBlockSizeChange) {
   b.context_lens.assign(8, 120);  // the same rows read at block size 32
   expect_same_plan(planner.plan(b.view(), 32, keys.data()),
                    ra::plan(b.view(), 32, planner.options()));
+}
+
+// Another manager's sequences under the same ids (ids restart in every manager) are other
+// rows: the planner starts over instead of taking them for the ones it cached. The manager's
+// instance id and ended count drive that and the cached lookups.
+TEST(BatchPlannerIncremental, AnotherManagerAndEndedSequences) {
+  ra::BlockAllocator alloc(4096);
+  ra::SequenceManager a(alloc, 16);
+  ra::SequenceManager b(alloc, 16);
+  EXPECT_NE(a.instance_id(), b.instance_id());
+  const ra::SequenceId pa = a.create(64);
+  const ra::SequenceId pb = b.create(48);
+  std::vector<ra::SequenceId> sa{pa, a.fork(pa).child, a.fork(pa).child};
+  std::vector<ra::SequenceId> sb{pb, b.fork(pb).child, b.fork(pb).child};
+  ASSERT_EQ(sa, sb);  // the same ids, other blocks
+  ra::BatchPlanner planner(ra::ModelShape{32, 8, 128, 2}, ra::DeviceShape{132, 0});
+  for (int step = 0; step < 3; ++step) {
+    for (auto s : sa) a.append(s, 5);
+    for (auto s : sb) b.append(s, 3);
+    expect_same_plan(planner.plan(a, sa), ra::plan(a, sa, planner.options()));
+    expect_same_plan(planner.plan(b, sb), ra::plan(b, sb, planner.options()));
+  }
+  const std::uint64_t ended = a.num_ended();
+  a.release(sa[1]);
+  EXPECT_EQ(a.num_ended(), ended + 1);
+  sa.erase(sa.begin() + 1);
+  expect_same_plan(planner.plan(a, sa), ra::plan(a, sa, planner.options()));
+  EXPECT_THROW(planner.plan(a, {sa[0], 999}), ra::InvalidArgument);
+  expect_same_plan(planner.plan(a, sa), ra::plan(a, sa, planner.options()));
+  for (auto s : sa) a.release(s);  // pa among them
+  for (auto s : sb) b.release(s);
 }
 
 }  // namespace

@@ -73,8 +73,10 @@ inline RadixPlan plan(const BlockTableView& tables, std::int32_t block_size,
   detail::BlockTrie trie;
   detail::build_block_trie(batch, trie);
   detail::PlannerScratch scratch;
-  return detail::plan_from_trie(batch, trie, options, detail::fingerprint_unchecked(batch), scratch,
-                                stats);
+  RadixPlan result;
+  detail::plan_from_trie(batch, trie, options, detail::fingerprint_unchecked(batch), scratch,
+                         result, stats);
+  return result;
 }
 
 /**
@@ -116,6 +118,10 @@ inline RadixPlan plan(const SequenceManager& manager, const std::vector<Sequence
  * and plans a row that fails the check as a new row; an entry rewritten elsewhere in a keyed
  * row is not detected (check_plan_for_batch detects it, at O(entries)).
  *
+ * Plans are returned by reference to the planner's own storage (valid until the next call), so
+ * that a step allocates nothing once buffers have grown; in the steady state a step that keeps
+ * the trie's shape and the cost model's decision only moves the final chunks' ends.
+ *
  * Errors: every call checks its input before changing anything; a failed call changes nothing
  * the caller can observe (should memory run out while the trie is updated, the planner drops
  * its cached state and the next call plans from scratch, with the same result). Not
@@ -139,11 +145,12 @@ class BatchPlanner {
    * @param manager the sequences' manager (a planner used with another manager starts over).
    * @param seqs live sequences of `manager` (repeats allowed: each repeat is its own row).
    * @param stats if not null, receives what was decided (untouched on a throw).
-   * @return the plan plan(manager, seqs, options()) returns.
+   * @return the plan plan(manager, seqs, options()) returns, owned by the planner: valid until
+   *         the next call (a failed call leaves it as it was); copy it to keep it.
    * @throw InvalidArgument if a sequence is not live (nothing changes).
    */
-  RadixPlan plan(const SequenceManager& manager, const std::vector<SequenceId>& seqs,
-                 PlanStats* stats = nullptr);
+  const RadixPlan& plan(const SequenceManager& manager, const std::vector<SequenceId>& seqs,
+                        PlanStats* stats = nullptr);
 
   /**
    * @brief Plans a batch given as block tables (host memory), e.g. an engine's own.
@@ -153,12 +160,13 @@ class BatchPlanner {
    * @param row_keys null, or [tables.num_seqs] identities of the rows under the contract above
    *        (e.g. request ids); rows without a key are planned as new rows every step.
    * @param stats if not null, receives what was decided (untouched on a throw).
-   * @return the plan plan(tables, block_size, options()) returns.
+   * @return the plan plan(tables, block_size, options()) returns, owned by the planner: valid
+   *         until the next call (a failed call leaves it as it was); copy it to keep it.
    * @throw InvalidArgument if the shape is inconsistent, a context length is out of range, or
    *        an entry the planner reads (the new ones) is a negative block id (nothing changes).
    */
-  RadixPlan plan(const BlockTableView& tables, std::int32_t block_size,
-                 const std::int64_t* row_keys = nullptr, PlanStats* stats = nullptr);
+  const RadixPlan& plan(const BlockTableView& tables, std::int32_t block_size,
+                        const std::int64_t* row_keys = nullptr, PlanStats* stats = nullptr);
 
   /// @brief The options plans are built with.
   const PlannerOptions& options() const { return options_; }
@@ -195,6 +203,7 @@ class BatchPlanner {
     std::int32_t full = 0;         ///< full blocks in the trie
     std::int32_t node = -1;        ///< trie node where they end; -1 when full == 0
     std::int32_t last_block = -1;  ///< block id at full - 1: the contract spot check
+    std::int32_t pid = -1;         ///< its end node in exported_, -1 if none
     detail::RowHash hash;          ///< over the used entries
     std::uint64_t stamp = 0;       ///< step that matched it
   };
@@ -204,7 +213,8 @@ class BatchPlanner {
     return bs_shift_ >= 0 ? tokens >> bs_shift_ : tokens / block_size_;
   }
   std::int32_t match(std::size_t i, const RowInput& in);
-  RadixPlan plan_inputs(PlanStats* stats);
+  const RadixPlan& plan_inputs(PlanStats* stats);
+  void plan_exported(std::uint64_t fingerprint, bool same_rows, PlanStats* stats);
   void update_rows();
 
   PlannerOptions options_;
@@ -217,14 +227,26 @@ class BatchPlanner {
   std::vector<std::int32_t> free_rows_;
   std::unordered_map<std::int64_t, std::int32_t> by_key_;
   std::vector<std::int32_t> batch_rows_;  ///< tracked row of each batch row, last step
+  // plan(manager, ...): each batch row's sequence state, valid while the manager's
+  // num_ended() is state_epoch_.
+  std::vector<SequenceId> state_ids_;
+  std::vector<const detail::SequenceState*> states_;
+  std::uint64_t state_source_ = 0, state_epoch_ = 0;
   // Per-step scratch (kept for its memory).
   std::vector<RowInput> inputs_;
-  std::vector<std::int32_t> matches_, next_rows_, lens_, end_nodes_, full_, used_, grown_;
+  std::vector<std::int32_t> matches_, next_rows_, lens_, end_nodes_, full_, last_blocks_;
+  std::vector<detail::RowHash> hashes_;  ///< each row's hash after this step
   std::size_t matched_ = 0;
-  detail::BlockTrie exported_;  ///< the trie as the last step's plan read it
+  std::vector<const std::int32_t*> owner_rows_;  ///< per tracked row: its blocks this step
+  detail::BlockTrie exported_;                   ///< the trie as the last step's plan read it
   std::uint64_t exported_version_ = 0;
   bool exported_valid_ = false;
   detail::PlannerScratch scratch_;
+  bool scratch_valid_ = false;  ///< scratch_ and plans_[front_] describe the last step
+  // Two plans: a step either patches the front one (no allocation, cannot fail) or writes the
+  // back one and swaps, so that a failed call leaves the plan returned last as it was.
+  RadixPlan plans_[2];
+  int front_ = 0;
 };
 
 /**

@@ -100,6 +100,8 @@ only each row's new entries per step).
  * always holds a lock on the node of its cached prefix, so those blocks are never evicted under
  * it; fork() takes one more lock for the child. The tree must outlive the manager.
  */
+class BatchPlanner;
+
 class SequenceManager {
  public:
   /// @param allocator pool the blocks come from; must outlive this object.
@@ -213,22 +215,13 @@ class SequenceManager {
   /// @throw InvalidArgument if seq is not live.
   const std::vector<BlockId>& blocks(SequenceId seq) const;
 
-  /// @brief Context length and block list of `seq` from one lookup (what a planner reads per
-  /// row and step). `blocks` stays valid until the next call that modifies `seq`.
-  struct Row {
-    const BlockId* blocks;
-    std::int32_t num_blocks;
-    std::int32_t context_len;
-  };
-  /// @throw InvalidArgument if seq is not live.
-  Row row(SequenceId seq) const {
-    const detail::SequenceState& st = state(seq);
-    return Row{st.blocks.data(), static_cast<std::int32_t>(st.blocks.size()), st.num_tokens};
-  }
-
   /// @brief Identifies this manager among all managers of the process (never reused, unlike an
   /// address), so that a cache keyed by SequenceId (BatchPlanner) detects another manager.
   std::uint64_t instance_id() const { return instance_id_; }
+
+  /// @brief Sequences ended so far (release, abort, finish). While it stays the same, every
+  /// sequence that was live is still live, so per-sequence lookups can be cached (BatchPlanner).
+  std::uint64_t num_ended() const { return num_ended_; }
 
   /// @brief True if `seq` is a live sequence of this manager.
   bool contains(SequenceId seq) const { return sequences_.count(seq) != 0; }
@@ -253,6 +246,8 @@ class SequenceManager {
   std::vector<std::int32_t> take_slot_mapping(const std::vector<SequenceId>& seqs);
 
  private:
+  friend class BatchPlanner;  // reads the states of a batch's sequences without a lookup each
+
   detail::SequenceState& state(SequenceId seq, const char* name = "seq");
   const detail::SequenceState& state(SequenceId seq, const char* name = "seq") const;
   SequenceId insert_state(detail::SequenceState&& state);
@@ -270,6 +265,7 @@ class SequenceManager {
   BlockAllocator* allocator_;
   std::int32_t block_size_;
   std::uint64_t instance_id_ = next_instance_id();
+  std::uint64_t num_ended_ = 0;
   RadixTree* tree_ = nullptr;
   SequenceId next_id_ = 0;
   std::unordered_map<SequenceId, detail::SequenceState> sequences_;

@@ -28,6 +28,7 @@ inline void BatchPlanner::set_tuning(const PlannerOptions& tuning) {
                       DeviceShape{options_.num_sms, options_.ctas_per_sm}, tuning);
   detail::check_planner_options(next);
   options_ = next;
+  scratch_valid_ = false;  // the last decision was made with other parameters
 }
 
 inline void BatchPlanner::reset() noexcept {
@@ -37,25 +38,41 @@ inline void BatchPlanner::reset() noexcept {
   by_key_.clear();
   batch_rows_.clear();
   exported_valid_ = false;
+  scratch_valid_ = false;
   source_ = 0;
   block_size_ = 0;
 }
 
-inline RadixPlan BatchPlanner::plan(const SequenceManager& manager,
-                                    const std::vector<SequenceId>& seqs, PlanStats* stats) {
+inline const RadixPlan& BatchPlanner::plan(const SequenceManager& manager,
+                                           const std::vector<SequenceId>& seqs, PlanStats* stats) {
   expects_that(seqs.size() <= static_cast<std::size_t>(INT32_MAX), "seqs.size() = ", seqs.size(),
                ": exceeds the int32 range of a batch");
-  inputs_.resize(seqs.size());
-  for (std::size_t i = 0; i < seqs.size(); ++i) {
-    const SequenceManager::Row row = manager.row(seqs[i]);
-    inputs_[i] = RowInput{row.blocks, row.num_blocks, row.context_len, seqs[i], true};
+  const std::size_t n = seqs.size();
+  inputs_.resize(n);
+  // The states found last step stay valid while no sequence of the manager ended (unordered_map
+  // nodes do not move): a batch in the same order needs no lookup. A state found now is valid
+  // for the current count, which is recorded only once all are found.
+  const bool cached = manager.instance_id() == state_source_ && manager.num_ended() == state_epoch_;
+  const std::size_t reusable = cached ? std::min(n, state_ids_.size()) : 0;
+  state_ids_.resize(n);
+  states_.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i >= reusable || state_ids_[i] != seqs[i]) {
+      states_[i] = &manager.state(seqs[i]);
+      state_ids_[i] = seqs[i];
+    }
+    const detail::SequenceState& st = *states_[i];
+    inputs_[i] = RowInput{st.blocks.data(), static_cast<std::int64_t>(st.blocks.size()),
+                          st.num_tokens, seqs[i], true};
   }
+  state_source_ = manager.instance_id();
+  state_epoch_ = manager.num_ended();
   begin_step(manager.instance_id(), manager.block_size());
   return plan_inputs(stats);
 }
 
-inline RadixPlan BatchPlanner::plan(const BlockTableView& tables, std::int32_t block_size,
-                                    const std::int64_t* row_keys, PlanStats* stats) {
+inline const RadixPlan& BatchPlanner::plan(const BlockTableView& tables, std::int32_t block_size,
+                                           const std::int64_t* row_keys, PlanStats* stats) {
   detail::check_block_table_shape(tables, block_size, kAnyNumBlocks);
   inputs_.resize(static_cast<std::size_t>(tables.num_seqs));
   for (std::int32_t s = 0; s < tables.num_seqs; ++s) {
@@ -101,10 +118,11 @@ inline std::int32_t BatchPlanner::match(std::size_t i, const RowInput& in) {
   return r;
 }
 
-inline RadixPlan BatchPlanner::plan_inputs(PlanStats* stats) {
+inline const RadixPlan& BatchPlanner::plan_inputs(PlanStats* stats) {
   const std::size_t n = inputs_.size();
   matches_.resize(n);
-  used_.resize(n);
+  hashes_.resize(n);
+  last_blocks_.resize(n);
   next_rows_.resize(n);
   lens_.resize(n);
   end_nodes_.resize(n);
@@ -114,22 +132,36 @@ inline RadixPlan BatchPlanner::plan_inputs(PlanStats* stats) {
   for (std::size_t i = 0; i < n; ++i) {
     const RowInput& in = inputs_[i];
     const auto s = static_cast<std::int32_t>(i);
-    expects_that(
-        in.len >= 0 && in.len <= in.capacity * block_size_, "context_lens[", s, "] = ", in.len,
-        ": must be in [0, max_blocks_per_seq * block_size = ", in.capacity * block_size_, "]");
+    // The checks branch first and build their messages only on failure (per row and step).
+    if (in.len < 0 || in.len > in.capacity * block_size_) {
+      expects_that(false, "context_lens[", s, "] = ", in.len,
+                   ": must be in [0, max_blocks_per_seq * block_size = ", in.capacity * block_size_,
+                   "]");
+    }
     const std::int32_t r = match(i, in);
     matches_[i] = r;
     matched_ += r >= 0;
     lens_[i] = in.len;
-    full_[i] = blocks_of(in.len);
-    const std::int32_t used = full_[i] + (in.len != full_[i] * block_size_ ? 1 : 0);
-    used_[i] = used;
-    // Only the entries the planner has not read before.
-    const std::int64_t first = r >= 0 ? rows_[static_cast<std::size_t>(r)].hash.count : 0;
-    for (std::int64_t b = first; b < used; ++b) {
-      expects_that(in.blocks[b] >= 0, "block_tables[", s, "][", b, "] = ", in.blocks[b],
-                   ": a block the context uses must be a block id >= 0");
+    const std::int32_t full = blocks_of(in.len);
+    full_[i] = full;
+    const std::int32_t used = full + (in.len != full * block_size_ ? 1 : 0);
+    // Only the entries the planner has not read before: checked, hashed and the last full
+    // one kept here, so that the update below does not read the table again.
+    detail::RowHash& hash = hashes_[i];
+    hash = r >= 0 ? rows_[static_cast<std::size_t>(r)].hash : detail::RowHash{};
+    const std::int64_t first = hash.count;
+    std::int32_t lowest = 0;
+    for (std::int64_t b = first; b < used; ++b) lowest |= in.blocks[b];  // sign bit: an id < 0
+    if (lowest < 0) {
+      for (std::int64_t b = first; b < used; ++b) {
+        if (in.blocks[b] < 0) {
+          expects_that(false, "block_tables[", s, "][", b, "] = ", in.blocks[b],
+                       ": a block the context uses must be a block id >= 0");
+        }
+      }
     }
+    if (used > first) hash.extend(in.blocks + first, used - first);
+    last_blocks_[i] = full > 0 ? in.blocks[full - 1] : -1;
   }
   // Phase 2: update the cache, then plan from it.
   try {
@@ -143,30 +175,61 @@ inline RadixPlan BatchPlanner::plan_inputs(PlanStats* stats) {
   const bool same_rows =
       exported_valid_ && trie_.version() == exported_version_ && next_rows_ == batch_rows_;
   batch_rows_.swap(next_rows_);
-  if (same_rows) {
-    for (const std::int32_t i : grown_) {
-      trie_.patch_export(end_nodes_[static_cast<std::size_t>(i)], exported_);
-      exported_.full_blocks[static_cast<std::size_t>(i)] = full_[static_cast<std::size_t>(i)];
-    }
-  } else {
-    exported_valid_ = false;
-    trie_.export_to(end_nodes_.data(), full_.data(), static_cast<std::int32_t>(n), step_,
-                    exported_);
-    exported_version_ = trie_.version();
-    exported_valid_ = true;
-  }
   const std::uint64_t fingerprint = detail::fingerprint_of(
       static_cast<std::int32_t>(n), block_size_, lens_.data(),
       [&](std::int32_t s) { return rows_[static_cast<std::size_t>(batch_rows_[s])].hash.sum; });
+  try {
+    plan_exported(fingerprint, same_rows, stats);
+  } catch (...) {
+    reset();  // only for lack of memory; plans_[front_] is as the last call returned it
+    throw;
+  }
+  return plans_[front_];
+}
+
+inline void BatchPlanner::plan_exported(std::uint64_t fingerprint, bool same_rows,
+                                        PlanStats* stats) {
+  const std::size_t n = inputs_.size();
+  if (!same_rows) {  // (else update_rows patched the leaves that grew)
+    exported_valid_ = false;
+    trie_.export_to(end_nodes_.data(), full_.data(), static_cast<std::int32_t>(n), step_,
+                    exported_);
+    for (std::size_t i = 0; i < n; ++i) {
+      rows_[static_cast<std::size_t>(batch_rows_[i])].pid = exported_.last_node[i];
+    }
+    exported_version_ = trie_.version();
+    exported_valid_ = true;
+  }
   const detail::BatchRows batch{nullptr, 0, lens_.data(), static_cast<std::int32_t>(n),
                                 block_size_};
-  return detail::plan_from_trie(batch, exported_, options_, fingerprint, scratch_, stats);
+  const detail::CostModel model = detail::cost_model(options_);
+  detail::decide_sharing(batch, exported_, model, scratch_.decision);
+  const bool segments_kept =
+      same_rows && scratch_valid_ && detail::patch_segments(batch, exported_, model, scratch_);
+  scratch_valid_ = false;  // until the plan below is complete
+  if (!segments_kept) detail::segments_stage(batch, exported_, model, scratch_);
+  const detail::ChunkParams cp = detail::chunk_stage(batch, scratch_.segments, options_);
+  if (segments_kept && detail::patch_plan(batch, cp, scratch_, plans_[front_])) {
+    plans_[front_].batch_fingerprint = fingerprint;
+  } else {
+    RadixPlan& back = plans_[1 - front_];
+    detail::emit_plan(batch.num_seqs, scratch_.segments, cp, scratch_.emit, back);
+    back.batch_fingerprint = fingerprint;
+    front_ = 1 - front_;
+  }
+  scratch_valid_ = true;
+  detail::write_stats(exported_, cp, scratch_, stats);
 }
 
 inline void BatchPlanner::update_rows() {
   // Rows that left the batch (or failed the spot check) first: their paths go away before new
   // rows are inserted, so splits and merges only follow the rows that stay.
-  grown_.clear();
+  // This step's rows, for the trie's lazy leaves (see PrefixTrie::set_owner_rows).
+  owner_rows_.resize(rows_.size());
+  for (std::size_t i = 0; i < inputs_.size(); ++i) {
+    if (matches_[i] >= 0) owner_rows_[static_cast<std::size_t>(matches_[i])] = inputs_[i].blocks;
+  }
+  trie_.set_owner_rows(&owner_rows_);
   const bool all_stay = matched_ == num_cached_rows();
   for (std::size_t r = 0; !all_stay && r < rows_.size(); ++r) {
     TrackedRow& t = rows_[r];
@@ -186,6 +249,8 @@ inline void BatchPlanner::update_rows() {
       }
       r = free_rows_.back();
       free_rows_.pop_back();
+      owner_rows_.resize(rows_.size());
+      owner_rows_[static_cast<std::size_t>(r)] = in.blocks;
       TrackedRow& t = rows_[static_cast<std::size_t>(r)];
       t.live = true;
       t.stamp = step_;
@@ -198,14 +263,18 @@ inline void BatchPlanner::update_rows() {
     const std::int32_t full = full_[i];
     if (full > t.full) {
       t.node = t.node < 0 ? trie_.insert(in.blocks, full)
-                          : trie_.extend(t.node, in.blocks, t.full, full);
+                          : trie_.extend(t.node, in.blocks, t.full, full, r);
       t.full = full;
-      t.last_block = in.blocks[full - 1];
-      grown_.push_back(static_cast<std::int32_t>(i));
+      t.last_block = last_blocks_[i];
+      if (exported_valid_ && t.pid >= 0 && i < batch_rows_.size() && batch_rows_[i] == r) {
+        // A private leaf grew, at the row's last position (else the trie's shape or the batch
+        // order changed, and all is exported again): its exported node now ends with the row.
+        exported_.nodes[static_cast<std::size_t>(t.pid)].end_block = full;
+        exported_.full_blocks[i] = full;
+      }
     }
     t.len = in.len;
-    const std::int32_t used = used_[i];
-    if (used > t.hash.count) t.hash.extend(in.blocks + t.hash.count, used - t.hash.count);
+    t.hash = hashes_[i];
     next_rows_[i] = r;
     end_nodes_[i] = t.node;
   }

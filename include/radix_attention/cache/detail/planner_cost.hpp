@@ -35,7 +35,7 @@ struct SharingDecision {
   double shared_cost = 0;            ///< modelled cost of the decision, merge step excluded
   double unshared_cost = 0;          ///< modelled cost with every node private
   // Working arrays of decide_sharing, per trie node (kept so a planner's steps reuse them).
-  std::vector<double> tail_tokens, tail_closed, cost_closed, cost_open, child_closed, child_open;
+  std::vector<double> tail_tokens, tail_closed, child_closed, child_open;
   std::vector<std::uint8_t> share_if_closed, share_if_open;
 };
 
@@ -45,26 +45,30 @@ inline void decide_sharing(const BatchRows& batch, const BlockTrie& trie, const 
   const double B = m.token_bytes;
   const double P = m.partial_bytes;
   const double F = m.segment_bytes;
-  std::vector<double>& tail_tokens = out.tail_tokens;
-  std::vector<double>& tail_closed = out.tail_closed;  // cost of tails that must open a new run
-  tail_tokens.assign(num_nodes, 0.0);
-  tail_closed.assign(num_nodes, 0.0);
+  // Raw pointers and sums in locals throughout: through the vectors, every byte store (the
+  // decisions) could alias them, and the compiler would reload them after each one.
+  out.tail_tokens.assign(num_nodes, 0.0);
+  out.tail_closed.assign(num_nodes, 0.0);  // cost of tails that must open a new run
   out.shared.assign(num_nodes, 0);
-  // Sums in locals: through `out` they would be reloaded after every store to the arrays.
+  double* const tail_tokens = out.tail_tokens.data();
+  double* const tail_closed = out.tail_closed.data();
+  const std::int32_t* const lens = batch.context_lens;
+  const std::int32_t* const full = trie.full_blocks.data();
+  const std::int32_t* const last = trie.last_node.data();
+  const std::int32_t bs = batch.block_size;
   double shared_cost = 0, unshared_cost = 0;
   for (std::int32_t q = 0; q < batch.num_seqs; ++q) {
-    const std::int32_t len = batch.context_lens[q];
+    const std::int32_t len = lens[q];
     if (len == 0) continue;
     unshared_cost += len * B + P + F;
-    const std::int32_t tail =
-        len - trie.full_blocks[static_cast<std::size_t>(q)] * batch.block_size;
-    const std::int32_t node = trie.last_node[static_cast<std::size_t>(q)];
+    const std::int32_t tail = len - full[q] * bs;
+    const std::int32_t node = last[q];
     const double tail_cost = tail > 0 ? tail * B + P + F : 0.0;
     if (node < 0) {
       shared_cost += tail_cost;  // no full block: the query is one private segment anyway
     } else {
-      tail_tokens[static_cast<std::size_t>(node)] += tail;
-      tail_closed[static_cast<std::size_t>(node)] += tail_cost;
+      tail_tokens[node] += tail;
+      tail_closed[node] += tail_cost;
     }
   }
   out.unshared_cost = unshared_cost;
@@ -73,43 +77,64 @@ inline void decide_sharing(const BatchRows& batch, const BlockTrie& trie, const 
 
   // cost[n][open], choice[n][open]; children follow parents in pre-order, so a reverse sweep
   // sees every child before its parent.
-  std::vector<double>& cost_closed = out.cost_closed;
-  std::vector<double>& cost_open = out.cost_open;
-  std::vector<double>& child_closed = out.child_closed;
-  std::vector<double>& child_open = out.child_open;
-  std::vector<std::uint8_t>& share_if_closed = out.share_if_closed;
-  std::vector<std::uint8_t>& share_if_open = out.share_if_open;
-  cost_closed.resize(num_nodes);
-  cost_open.resize(num_nodes);
-  child_closed.assign(num_nodes, 0.0);
-  child_open.assign(num_nodes, 0.0);
-  share_if_closed.resize(num_nodes);
-  share_if_open.resize(num_nodes);
+  out.child_closed.assign(num_nodes, 0.0);
+  out.child_open.assign(num_nodes, 0.0);
+  out.share_if_closed.resize(num_nodes);
+  out.share_if_open.resize(num_nodes);
+  double* const child_closed = out.child_closed.data();
+  double* const child_open = out.child_open.data();
+  std::uint8_t* const share_if_closed = out.share_if_closed.data();
+  std::uint8_t* const share_if_open = out.share_if_open.data();
+  const TrieNode* const nodes = trie.nodes.data();
+  const bool enable_sharing = m.enable_sharing;
+  // Siblings are summed into their parent in a register (flushed when the parent changes):
+  // the same additions in the same order as through memory, without a store-to-load chain
+  // when a node has many children (a shared prefix over hundreds of private suffixes).
+  std::int32_t acc_parent = -1;
+  double acc_closed = 0, acc_open = 0;
   for (std::size_t i = num_nodes; i-- > 0;) {
-    const TrieNode& node = trie.nodes[i];
+    const TrieNode& node = nodes[i];
+    if (node.parent != acc_parent) {
+      if (acc_parent >= 0) {  // before child_closed[i] is read: the previous node may be i's child
+        child_closed[acc_parent] = acc_closed;
+        child_open[acc_parent] = acc_open;
+      }
+      acc_parent = node.parent;
+      if (acc_parent >= 0) {
+        acc_closed = child_closed[acc_parent];
+        acc_open = child_open[acc_parent];
+      }
+    }
     const double k = node.num_queries();
-    const double tokens = double(node.end_block - node.begin_block) * batch.block_size;
+    const double tokens = double(node.end_block - node.begin_block) * bs;
     const double priv_open = k * tokens * B + tail_tokens[i] * B + child_open[i];
     const double priv_closed = priv_open + k * (P + F);
     const double share = tokens * B + k * P + F + tail_closed[i] + child_closed[i];
-    const bool allowed = m.enable_sharing && node.num_queries() >= 2;
-    share_if_open[i] = allowed && share < priv_open;
-    share_if_closed[i] = allowed && share < priv_closed;
-    cost_open[i] = share_if_open[i] ? share : priv_open;
-    cost_closed[i] = share_if_closed[i] ? share : priv_closed;
+    const bool allowed = enable_sharing && node.num_queries() >= 2;
+    const bool open_shares = allowed && share < priv_open;
+    const bool closed_shares = allowed && share < priv_closed;
+    share_if_open[i] = open_shares;
+    share_if_closed[i] = closed_shares;
+    const double cost_open = open_shares ? share : priv_open;
+    const double cost_closed = closed_shares ? share : priv_closed;
     if (node.parent >= 0) {
-      child_closed[static_cast<std::size_t>(node.parent)] += cost_closed[i];
-      child_open[static_cast<std::size_t>(node.parent)] += cost_open[i];
+      acc_closed += cost_closed;
+      acc_open += cost_open;
     } else {
-      shared_cost += cost_closed[i];
+      shared_cost += cost_closed;
     }
+  }
+  if (acc_parent >= 0) {
+    child_closed[acc_parent] = acc_closed;
+    child_open[acc_parent] = acc_open;
   }
   out.shared_cost = shared_cost;
   // Pre-order replay: a node's entry state is fixed by its parent's choice.
+  std::uint8_t* const shared = out.shared.data();
   for (std::size_t i = 0; i < num_nodes; ++i) {
-    const std::int32_t parent = trie.nodes[i].parent;
-    const bool open = parent >= 0 && !out.shared[static_cast<std::size_t>(parent)];
-    out.shared[i] = open ? share_if_open[i] : share_if_closed[i];
+    const std::int32_t parent = nodes[i].parent;
+    const bool open = parent >= 0 && !shared[parent];
+    shared[i] = open ? share_if_open[i] : share_if_closed[i];
   }
 }
 

@@ -32,6 +32,8 @@ struct SegmentList {
   // Per trie node, working arrays of build_segments (kept for their memory).
   std::vector<std::int32_t> open_after, segments_after, closed_after, closed_next, closed_begin;
   std::vector<std::int32_t> closed_stack;
+  /// Per query: its last private segment (the run ending at its context length), or -1.
+  std::vector<std::int32_t> final_run;
 };
 
 /// Shared nodes become one segment each (in trie pre-order); every maximal run of a query's
@@ -56,6 +58,7 @@ inline void build_segments(const BatchRows& batch, const BlockTrie& trie,
   out.closed_after.resize(num_nodes);
   out.closed_next.resize(num_nodes);
   out.closed_begin.resize(num_nodes);
+  out.final_run.assign(static_cast<std::size_t>(batch.num_seqs), -1);
   for (std::size_t i = 0; i < num_nodes; ++i) {
     const TrieNode& node = trie.nodes[i];
     const auto p = static_cast<std::size_t>(node.parent);
@@ -114,6 +117,7 @@ inline void build_segments(const BatchRows& batch, const BlockTrie& trie,
     const std::int32_t full_end = trie.full_blocks[static_cast<std::size_t>(q)] * bs;
     if (full_end < len && open < 0) open = full_end;
     if (open >= 0) {
+      out.final_run[static_cast<std::size_t>(q)] = static_cast<std::int32_t>(out.segments.size());
       private_segment(q, open, len);
       ++segments;
     }
@@ -152,6 +156,7 @@ inline std::int64_t chunk_length(std::int64_t length, const ChunkParams& p) {
 /// Memory of emit_plan kept between calls.
 struct EmitScratch {
   std::vector<std::int64_t> chunk_len;      ///< per segment
+  std::vector<std::int32_t> last_chunk;     ///< per segment: its last chunk in the plan
   std::vector<std::int32_t> partial_begin;  ///< token begin of each partial's chunk
   std::vector<std::int32_t> cursor;         ///< per query: next slot in query_partials
 };
@@ -165,6 +170,7 @@ inline void emit_plan(std::int32_t num_queries, const SegmentList& segs, const C
   plan.num_queries = num_queries;
   plan.num_segments = static_cast<std::int32_t>(segs.segments.size());
   scratch.chunk_len.resize(segs.segments.size());
+  scratch.last_chunk.resize(segs.segments.size());
   plan.query_partial_indptr.assign(nq + 1, 0);
   std::size_t num_chunks = 0, num_partials = 0;
   for (std::size_t s = 0; s < segs.segments.size(); ++s) {
@@ -218,6 +224,7 @@ inline void emit_plan(std::int32_t num_queries, const SegmentList& segs, const C
       }
       plan.chunk_query_indptr[c + 1] = p;
     }
+    scratch.last_chunk[s] = static_cast<std::int32_t>(c) - 1;
   }
   // A query's partials come in chunk order: shared segments in trie pre-order (ancestors
   // first), then its private runs; only a private run above a shared node is out of token

@@ -5,7 +5,8 @@
 ///
 /// The same path-compressed trie over the rows' full-block id sequences as BlockTrie
 /// (planner_trie.hpp), kept from one step to the next and updated in place: a row that gains
-/// full blocks extends its path (a private leaf just grows its edge), a new row is inserted
+/// full blocks extends its path (a private leaf just grows its edge, lazily: set_owner_rows),
+/// a new row is inserted
 /// (splitting an edge where it diverges), a row that left is removed (deleting nodes no row
 /// uses and merging a node left with one child and no row ending in it). A compressed trie is
 /// unique for a set of rows, so after the updates it equals the trie built from scratch;
@@ -32,12 +33,14 @@ class PrefixTrie {
   void clear() {
     nodes_.clear();
     free_.clear();
+    lazy_.clear();
     nodes_.emplace_back();
     ++version_;
   }
 
   /// Changes whenever the trie's shape changes: nodes added, removed, split or merged, or rows
-  /// added or removed. Only a private leaf growing its edge keeps it (see patch_export).
+  /// added or removed. Only a private leaf growing its edge keeps it: an export at the same
+  /// version differs only in such leaves' ends (BatchPlanner patches them).
   std::uint64_t version() const { return version_; }
 
   /// Number of nodes, the sentinel excluded.
@@ -46,29 +49,30 @@ class PrefixTrie {
   /// A new row with full blocks row[0 .. to), to >= 1: inserts its path and returns its end node.
   std::int32_t insert(const std::int32_t* row, std::int32_t to) {
     ++version_;
+    materialize();
     return descend(kRoot, row, 0, to);
   }
 
-  /// After a private leaf grew (extend() without a version change), updates the BlockTrie
-  /// export_to wrote at this version: only the leaf's end moved.
-  void patch_export(std::int32_t node, BlockTrie& out) {
-    const Node& x = at(node);
-    out.nodes[static_cast<std::size_t>(x.pid)].end_block = x.end();
-  }
+  /// The rows of the current update, indexed by the owner ids given to extend(): a private
+  /// leaf that grows only counts its new blocks (`pending`) and copies them from its owner's
+  /// row when edges are next compared (insert, extend of a shared path), which a decode step
+  /// with no row joining does not do. Must hold, until the next insert or extend, the row of
+  /// every owner whose leaf has pending blocks.
+  void set_owner_rows(const std::vector<const std::int32_t*>* rows) { owner_rows_ = rows; }
 
-  /// The row ending at `node` grows from `from` = that node's end to `to` > from full blocks.
+  /// The row ending at `node` grows from `from` = that node's end to `to` > from full blocks;
+  /// `owner` indexes its row in the owner rows (set_owner_rows).
   std::int32_t extend(std::int32_t node, const std::int32_t* row, std::int32_t from,
-                      std::int32_t to) {
+                      std::int32_t to, std::int32_t owner) {
     Node& n = nodes_[static_cast<std::size_t>(node)];
     if (n.num_rows == 1 && n.children.empty()) {  // a private leaf: nothing else to update
-      if (to - from == 1) {
-        n.edge.push_back(row[from]);  // a decode step's new block
-      } else {
-        n.edge.insert(n.edge.end(), row + from, row + to);
-      }
+      if (n.pending == 0) lazy_.push_back(node);
+      n.pending += to - from;
+      n.owner = owner;
       return node;
     }
     ++version_;
+    materialize();
     --n.num_ending;
     const std::int32_t end = descend(node, row, from, to);
     canonicalize(node);  // it may now be a pass-through node with a single child
@@ -141,13 +145,15 @@ class PrefixTrie {
     std::vector<std::pair<std::int32_t, std::int32_t>> children;  ///< (first block id, node)
     std::int32_t num_rows = 0;    ///< rows through or ending in this node
     std::int32_t num_ending = 0;  ///< rows whose full blocks end at end()
+    std::int32_t pending = 0;     ///< blocks past `edge` not copied yet (a lazy private leaf)
+    std::int32_t owner = 0;       ///< whose row holds them
     // Scratch of export_to.
     std::uint64_t stamp = 0;
     std::vector<std::int32_t> ordered;  ///< children by smallest query
     std::int32_t pid = 0;               ///< index in the exported BlockTrie
     std::int32_t fill = 0;              ///< next slot of its ending rows in BlockTrie::order
 
-    std::int32_t end() const { return depth + static_cast<std::int32_t>(edge.size()); }
+    std::int32_t end() const { return depth + static_cast<std::int32_t>(edge.size()) + pending; }
   };
 
   Node& at(std::int32_t id) { return nodes_[static_cast<std::size_t>(id)]; }
@@ -179,7 +185,7 @@ class PrefixTrie {
     Node& n = at(id);
     n.edge.clear();  // keeps capacity for the next node
     n.children.clear();
-    n.num_rows = n.num_ending = 0;
+    n.num_rows = n.num_ending = n.pending = 0;
     free_.push_back(id);
   }
 
@@ -258,7 +264,23 @@ class PrefixTrie {
 
   std::vector<Node> nodes_;
   std::vector<std::int32_t> free_;
+  // Copies the pending blocks of every lazy leaf from its owner's row (each block once). A
+  // merge (canonicalize) may have put another node's edge in front: pending blocks trail.
+  void materialize() {
+    for (const std::int32_t id : lazy_) {
+      Node& n = at(id);
+      if (n.pending == 0) continue;  // freed, or listed twice
+      const std::int32_t* row = (*owner_rows_)[static_cast<std::size_t>(n.owner)];
+      const std::int32_t from = n.depth + static_cast<std::int32_t>(n.edge.size());
+      n.edge.insert(n.edge.end(), row + from, row + from + n.pending);
+      n.pending = 0;
+    }
+    lazy_.clear();
+  }
+
   std::vector<std::int32_t> chain_;
+  std::vector<std::int32_t> lazy_;  ///< leaves that may have pending blocks
+  const std::vector<const std::int32_t*>* owner_rows_ = nullptr;
   std::uint64_t version_ = 0;
 };
 

@@ -138,6 +138,7 @@ inline void SequenceManager::finish(SequenceId seq) {
   for (std::size_t i = cached; i < st.blocks.size(); ++i) allocator_->release(st.blocks[i]);
   unlock_prefix(st);
   sequences_.erase(it);
+  ++num_ended_;
 }
 
 inline NodeHandle SequenceManager::prefix_node(SequenceId seq) const {

@@ -144,6 +144,7 @@ inline void SequenceManager::release(SequenceId seq) {
   allocator_->release(it->second.blocks);  // all or nothing
   unlock_prefix(it->second);
   sequences_.erase(it);
+  ++num_ended_;
 }
 
 inline std::int32_t SequenceManager::context_len(SequenceId seq) const {
