@@ -69,8 +69,13 @@ TEST(CudaCheckLaunch, ReportsTheFailedLaunchOnce) {
     RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
     FAIL() << "no exception";
   } catch (const CudaError& e) {
-    EXPECT_NE(std::string(e.what()).find("cudaErrorInvalidConfiguration"), std::string::npos)
-        << e.what();
+    // The runtime names the error InvalidConfiguration or (CUDA 13) InvalidValue; either way
+    // the message carries the failed check and an error name.
+    const std::string what = e.what();
+    EXPECT_NE(what.find("cudaGetLastError() failed: cudaError"), std::string::npos) << what;
+    EXPECT_TRUE(what.find("cudaErrorInvalidConfiguration") != std::string::npos ||
+                what.find("cudaErrorInvalidValue") != std::string::npos)
+        << what;
   }
   detail::discard_stale_error();
   write_one<<<1, 1>>>(out.data());
