@@ -15,6 +15,7 @@
 #include <optional>
 #include <type_traits>
 
+#include "radix_attention/cache/planner_options.hpp"
 #include "radix_attention/core/cuda_check.cuh"
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/core/error.hpp"
@@ -97,6 +98,23 @@ int radix_grid_slots(const RadixKernelInfo<T>& info, int head_dim) {
 inline std::size_t radix_align256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 }  // namespace detail
+
+/**
+ * @brief The current device as a BatchPlanner sizes its split-KV chunks for it: the SM count
+ * and the CTAs per SM the radix-decode kernel for (T, head_dim) keeps resident (their product
+ * is the grid of a fixed_grid launch: one wave).
+ * @throw InvalidArgument for an unsupported head_dim; CudaError if a CUDA query fails.
+ */
+template <class T>
+DeviceShape radix_decode_device_shape(int head_dim) {
+  const detail::RadixKernelInfo<T> info = detail::select_radix_kernel<T>(head_dim);
+  const int slots = detail::radix_grid_slots(info, head_dim);
+  int device = 0;
+  int sms = 0;
+  RADIX_ATTENTION_CUDA_CHECK(cudaGetDevice(&device));
+  RADIX_ATTENTION_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return DeviceShape{sms, slots / sms};
+}
 
 /**
  * @brief Device workspace radix_decode needs for up to `max_partials` partial states:
