@@ -22,18 +22,13 @@
 #include "support/attention_check.hpp"
 #include "support/device_buffer.hpp"
 #include "support/gpu.hpp"
+#include "support/random_tokens.hpp"
 
 namespace radix_attention {
 namespace {
 
 using test::DeviceBuffer;
-
-std::vector<TokenId> random_tokens(std::mt19937_64& rng, int n) {
-  std::uniform_int_distribution<TokenId> dist(0, 50000);
-  std::vector<TokenId> out(static_cast<std::size_t>(n));
-  for (auto& t : out) t = dist(rng);
-  return out;
-}
+using test::random_tokens;
 
 struct Model {
   int num_q_heads, num_kv_heads, head_dim;
