@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "radix_attention/core/cuda_check.cuh"
+#include "radix_attention/core/device_query.cuh"
 #include "radix_attention/core/error.hpp"
 #include "radix_attention/kernels/merge_states.cuh"
 
@@ -19,16 +20,16 @@ namespace detail {
 /// Whether the current device supports programmatic dependent launch (compute capability 9+),
 /// cached per device.
 inline bool device_supports_pdl() {
-  static std::array<std::atomic<int>, 64> cache{};  // 0 unknown, 1 no, 2 yes
-  int device = 0;
-  RADIX_ATTENTION_CUDA_CHECK(cudaGetDevice(&device));
-  if (device < 64 && cache[device].load(std::memory_order_relaxed) != 0) {
+  static std::array<std::atomic<int>, kMaxCachedDevices> cache{};  // 0 unknown, 1 no, 2 yes
+  const int device = current_device();
+  if (device < kMaxCachedDevices && cache[device].load(std::memory_order_relaxed) != 0) {
     return cache[device].load(std::memory_order_relaxed) == 2;
   }
   int major = 0;
   RADIX_ATTENTION_CUDA_CHECK(
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  if (device < 64) cache[device].store(major >= 9 ? 2 : 1, std::memory_order_relaxed);
+  if (device < kMaxCachedDevices)
+    cache[device].store(major >= 9 ? 2 : 1, std::memory_order_relaxed);
   return major >= 9;
 }
 

@@ -26,6 +26,7 @@
 #include <type_traits>
 
 #include "radix_attention/core/cuda_check.cuh"
+#include "radix_attention/core/device_query.cuh"
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/core/error.hpp"
 #include "radix_attention/core/views.hpp"
@@ -73,26 +74,6 @@ PagedDecodeKernelInfo<T> select_paged_decode_kernel(int head_dim) {
     }
   };
   return dispatch_head_dim(head_dim, make);
-}
-
-inline constexpr int kMaxCachedDevices = 64;
-
-inline int current_device() {
-  int device = 0;
-  RADIX_ATTENTION_CUDA_CHECK(cudaGetDevice(&device));
-  return device;
-}
-
-inline int device_sm_count(int device) {
-  static std::array<std::atomic<int>, kMaxCachedDevices> cache{};
-  if (device < kMaxCachedDevices && cache[device].load(std::memory_order_relaxed) > 0) {
-    return cache[device].load(std::memory_order_relaxed);
-  }
-  int count = 0;
-  RADIX_ATTENTION_CUDA_CHECK(
-      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  if (device < kMaxCachedDevices) cache[device].store(count, std::memory_order_relaxed);
-  return count;
 }
 
 /// Raises the instance's dynamic shared-memory limit (once per device) and returns how many of

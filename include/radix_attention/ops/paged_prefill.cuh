@@ -11,18 +11,20 @@
 
 #include <cuda_runtime_api.h>
 
+#include <array>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 
 #include "radix_attention/core/cuda_check.cuh"
+#include "radix_attention/core/device_query.cuh"
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/core/error.hpp"
 #include "radix_attention/core/views.hpp"
 #include "radix_attention/kernels/detail/arch_probe.cuh"
 #include "radix_attention/kernels/paged_prefill.cuh"
 #include "radix_attention/ops/detail/decode_checks.hpp"
-#include "radix_attention/ops/paged_decode.cuh"
 
 namespace radix_attention {
 
@@ -37,14 +39,37 @@ struct PagedPrefillOptions {
 
 namespace detail {
 
+/// Raises `Kernel`'s dynamic shared-memory limit to SMEM_BYTES on `device`, once per device
+/// (later calls, e.g. while a stream is being captured into a graph, touch no CUDA API).
+template <auto Kernel, int SMEM_BYTES>
+void raise_smem_limit_once(int device) {
+  if constexpr (SMEM_BYTES > 48 * 1024) {
+    static std::array<std::atomic<bool>, kMaxCachedDevices> done{};
+    if (device < kMaxCachedDevices && done[device].load(std::memory_order_relaxed)) return;
+    RADIX_ATTENTION_CUDA_CHECK(
+        cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_BYTES));
+    if (device < kMaxCachedDevices) done[device].store(true, std::memory_order_relaxed);
+  } else {
+    (void)device;  // the default 48 KB suffice
+  }
+}
+
 /// A prefill kernel instance and its launch shape.
 template <class T>
 struct PagedPrefillKernelInfo {
   void (*kernel)(PagedPrefillParams<T>);
+  void (*configure)(int device);  ///< raise_smem_limit_once of this instance
   int threads;
   int smem_bytes;
   int rows_per_cta;  ///< (query row, group head) rows one CTA computes
 };
+
+/// The info of instance `Kernel`, launched with THREADS threads and SMEM_BYTES of dynamic
+/// shared memory, computing ROWS rows per CTA.
+template <class T, auto Kernel, int THREADS, int SMEM_BYTES, int ROWS>
+PagedPrefillKernelInfo<T> prefill_kernel_info() {
+  return {Kernel, &raise_smem_limit_once<Kernel, SMEM_BYTES>, THREADS, SMEM_BYTES, ROWS};
+}
 
 /// THE dispatch point of the prefill family: (T, head_dim, Hopper image) -> kernel instance.
 /// Instantiated: {__half, __nv_bfloat16} x {64, 128} on wgmma (sm_90a image) and x {64, 128,
@@ -58,16 +83,16 @@ PagedPrefillKernelInfo<T> select_paged_prefill_kernel(int head_dim, bool wgmma) 
       if constexpr (D <= 128) {
         if (wgmma) {
           using Tr = PrefillWgmmaTraits<T, D>;
-          return {&paged_prefill_wgmma_kernel<T, D>, Tr::kThreads, static_cast<int>(Tr::kSmemBytes),
-                  Tr::kRows};
+          return prefill_kernel_info<T, &paged_prefill_wgmma_kernel<T, D>, Tr::kThreads,
+                                     static_cast<int>(Tr::kSmemBytes), Tr::kRows>();
         }
       }
       using Tr = PrefillMmaTraits<T, D>;
-      return {&paged_prefill_mma_kernel<T, D>, Tr::kThreads, static_cast<int>(Tr::kSmemBytes),
-              Tr::kRows};
+      return prefill_kernel_info<T, &paged_prefill_mma_kernel<T, D>, Tr::kThreads,
+                                 static_cast<int>(Tr::kSmemBytes), Tr::kRows>();
     } else {
-      return {&paged_prefill_simt_kernel<D>, PrefillSimtTraits::kThreads, 0,
-              PrefillSimtTraits::kRows};
+      return prefill_kernel_info<T, &paged_prefill_simt_kernel<D>, PrefillSimtTraits::kThreads, 0,
+                                 PrefillSimtTraits::kRows>();
     }
   };
   return dispatch_head_dim(head_dim, make);
@@ -145,8 +170,9 @@ void paged_prefill(const T* q, int num_q_heads, const PrefillBatchView& batch,
   detail::check_decode_pointers(q, out, cache, tables, lse, /*reads_context_lens=*/true);
   expects(batch.qo_indptr != nullptr, "batch.qo_indptr", "nullptr", "must be a device pointer");
 
-  const bool wgmma = DTypeTraits<T>::is_16bit && options.allow_wgmma &&
-                     detail::image_has_wgmma(detail::current_device());
+  const int device = detail::current_device();
+  const bool wgmma =
+      DTypeTraits<T>::is_16bit && options.allow_wgmma && detail::image_has_wgmma(device);
   const detail::PagedPrefillKernelInfo<T> info =
       detail::select_paged_prefill_kernel<T>(cache.head_dim, wgmma);
   const int group = num_q_heads / cache.num_kv_heads;
@@ -155,10 +181,7 @@ void paged_prefill(const T* q, int num_q_heads, const PrefillBatchView& batch,
       info.rows_per_cta;
   expects(tiles <= INT32_MAX, "batch.max_q_len * group / rows per CTA", tiles,
           "must fit in grid.x");
-  if (info.smem_bytes > 48 * 1024) {
-    RADIX_ATTENTION_CUDA_CHECK(cudaFuncSetAttribute(
-        info.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, info.smem_bytes));
-  }
+  info.configure(device);
 
   const std::int64_t row_elems = static_cast<std::int64_t>(num_q_heads) * cache.head_dim;
   const KvStrides strides = resolved_strides(cache);

@@ -17,6 +17,7 @@
 
 #include "radix_attention/cache/planner_options.hpp"
 #include "radix_attention/core/cuda_check.cuh"
+#include "radix_attention/core/device_query.cuh"
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/core/error.hpp"
 #include "radix_attention/core/views.hpp"
@@ -73,8 +74,7 @@ template <class T>
 int radix_grid_slots(const RadixKernelInfo<T>& info, int head_dim) {
   constexpr int kDevices = 64;
   static std::array<std::atomic<int>, 3 * kDevices> cache{};
-  int device = 0;
-  RADIX_ATTENTION_CUDA_CHECK(cudaGetDevice(&device));
+  const int device = current_device();
   const int index = (head_dim == 64 ? 0 : head_dim == 128 ? 1 : 2) * kDevices + device;
   if (device < kDevices && cache[index].load(std::memory_order_relaxed) > 0) {
     return cache[index].load(std::memory_order_relaxed);
@@ -88,9 +88,7 @@ int radix_grid_slots(const RadixKernelInfo<T>& info, int head_dim) {
       &ctas, info.kernel, info.threads, static_cast<std::size_t>(info.smem_bytes)));
   expects_that<CudaError>(ctas >= 1, "radix_decode: kernel for head_dim ", head_dim,
                           " does not fit on device ", device);
-  int sms = 0;
-  RADIX_ATTENTION_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int slots = ctas * sms;
+  const int slots = ctas * device_sm_count(device);
   if (device < kDevices) cache[index].store(slots, std::memory_order_relaxed);
   return slots;
 }
@@ -109,10 +107,7 @@ template <class T>
 DeviceShape radix_decode_device_shape(int head_dim) {
   const detail::RadixKernelInfo<T> info = detail::select_radix_kernel<T>(head_dim);
   const int slots = detail::radix_grid_slots(info, head_dim);
-  int device = 0;
-  int sms = 0;
-  RADIX_ATTENTION_CUDA_CHECK(cudaGetDevice(&device));
-  RADIX_ATTENTION_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int sms = detail::device_sm_count(detail::current_device());
   return DeviceShape{sms, slots / sms};
 }
 

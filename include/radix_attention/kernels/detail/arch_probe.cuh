@@ -11,6 +11,7 @@
 #include <atomic>
 
 #include "radix_attention/core/cuda_check.cuh"
+#include "radix_attention/core/device_query.cuh"
 #include "radix_attention/kernels/detail/wgmma.cuh"
 
 namespace radix_attention::detail {
@@ -22,15 +23,14 @@ static __device__ int g_image_has_wgmma = RADIX_ATTENTION_HAS_WGMMA;
 /// True when this translation unit's kernels run from an sm_90a image on `device`. The first
 /// call per device reads one int from the device (synchronously); later calls are cached.
 static inline bool image_has_wgmma(int device) {
-  constexpr int kMaxDevices = 64;
-  static std::array<std::atomic<int>, kMaxDevices> cache{};  // 0 unknown, 1 no, 2 yes
-  if (device >= 0 && device < kMaxDevices) {
+  static std::array<std::atomic<int>, kMaxCachedDevices> cache{};  // 0 unknown, 1 no, 2 yes
+  if (device >= 0 && device < kMaxCachedDevices) {
     const int known = cache[device].load(std::memory_order_relaxed);
     if (known != 0) return known == 2;
   }
   int value = 0;
   RADIX_ATTENTION_CUDA_CHECK(cudaMemcpyFromSymbol(&value, g_image_has_wgmma, sizeof(int)));
-  if (device >= 0 && device < kMaxDevices) {
+  if (device >= 0 && device < kMaxCachedDevices) {
     cache[device].store(value != 0 ? 2 : 1, std::memory_order_relaxed);
   }
   return value != 0;
