@@ -149,9 +149,7 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
   constexpr unsigned kStageBytes = 2 * Traits::kTileElems * sizeof(T);
 
   unsigned qf[Traits::kQInRegisters ? kKSteps : 1][4];
-  auto load_q_frag = [&](unsigned(&a)[4], int d) {
-    radix_ldmatrix_x4(a, q_addr + ((2 * d) ^ q_x) * 16);
-  };
+  auto load_q_frag = [&](unsigned(&a)[4], int d) { ldmatrix_x4(a, q_addr + ((2 * d) ^ q_x) * 16); };
 
   for (int n = 0; n < num_tiles; ++n) {
     cp_async_wait<kStages - 2>();
@@ -191,7 +189,7 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
 #pragma unroll
       for (int kt = 0; kt < kWarpTokens / 16; ++kt) {
         unsigned b[4];
-        radix_ldmatrix_x4(b, k_addr + kt * 16 * kRowBytes + ((2 * d) ^ k_x) * 16);
+        ldmatrix_x4(b, k_addr + kt * 16 * kRowBytes + ((2 * d) ^ k_x) * 16);
         mma_m16n8k16<T>(s[2 * kt], a, b[0], b[1]);
         mma_m16n8k16<T>(s[2 * kt + 1], a, b[2], b[3]);
       }
@@ -265,7 +263,7 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
 #pragma unroll
       for (int dn = 0; dn < HEAD_DIM / 16; ++dn) {
         unsigned b[4];
-        radix_ldmatrix_x4_trans(b, v_addr + kt * 16 * kRowBytes + ((2 * dn) ^ v_x) * 16);
+        ldmatrix_x4_trans(b, v_addr + kt * 16 * kRowBytes + ((2 * dn) ^ v_x) * 16);
         mma_m16n8k16<T>(o[2 * dn], a, b[0], b[1]);
         mma_m16n8k16<T>(o[2 * dn + 1], a, b[2], b[3]);
       }

@@ -64,22 +64,3 @@ __device__ __forceinline__ void load_kv_tile(T* __restrict__ k_tile, T* __restri
 }
 
 }  // namespace radix_attention::detail
-
-namespace radix_attention::detail {
-
-/// ldmatrix x4 from a 32-bit shared address: the radix kernel keeps its per-lane fragment
-/// addresses as 32-bit offsets (one register each instead of a 64-bit generic pointer).
-__device__ __forceinline__ void radix_ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-/// As radix_ldmatrix_x4, each 8x8 matrix transposed.
-__device__ __forceinline__ void radix_ldmatrix_x4_trans(unsigned (&r)[4], unsigned addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-}  // namespace radix_attention::detail
