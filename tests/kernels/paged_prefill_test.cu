@@ -20,6 +20,7 @@
 #include "radix_attention/reference/attention.hpp"
 #include "support/attention_check.hpp"
 #include "support/device_buffer.hpp"
+#include "support/fake_pointer.hpp"
 #include "support/gpu.hpp"
 
 namespace radix_attention {
@@ -339,10 +340,7 @@ TEST_F(PagedPrefillTest, QueryLengthOneEqualsDecode) {
 }
 
 // ---- argument validation: runs without a GPU (every check precedes any CUDA call) ----------
-template <class T>
-T* fake_ptr(std::uintptr_t addr = 4096) {
-  return reinterpret_cast<T*>(addr);
-}
+using test::fake_ptr;
 
 struct ValidArgs {
   using T = __nv_bfloat16;
