@@ -37,7 +37,8 @@ maps onto the library:
   When no request of the step has cached tokens, transformers passes an empty read_index and
   the same table is read from write_index. The tables, context lengths and slot mapping are
   built once per forward (at the first layer of the step) on the device, without a host
-  synchronisation, and reused by every layer.
+  synchronisation, and reused by the group's other layers (the group's first layer rebuilds them
+  every forward, so a CUDA graph captures the ops that build them).
 - ``block_table``: transformers' decode fast path for flash_attn_with_kvcache only; it is never
   enabled for this implementation (``max_blocks_per_request`` is forced to 0 for non-flash
   attention), and rejected if present. ``attention_mask``: None (transformers builds masks for
@@ -89,14 +90,18 @@ def _single(value, what):
     return value
 
 
-def _step_tables(cache, group, query_rows, kwargs):
+def _step_tables(cache, group, first_layer_of_group, query_rows, kwargs):
     """The tables of this forward, built at its first layer and cached on the cache object."""
     write_index = kwargs["write_index"][group]
     cached = getattr(cache, "_radix_attention_step", None)
     # The IO object hands every layer of one forward the same index tensor objects, and a new
     # slice of its static storage to the next forward. Holding a reference to it makes the
-    # identity test exact (the object cannot be freed and its id reused).
-    if cached is not None and cached[group] is not None and cached[group].key is write_index:
+    # identity test exact (the object cannot be freed and its id reused). The group's first
+    # layer always rebuilds: a CUDA-graph capture runs the forward twice on the SAME kwargs
+    # (a warm-up, then the capture), and the captured graph must contain the ops that build the
+    # tables from the static index storage, or its replays would read the warm-up's tables.
+    if (not first_layer_of_group and cached is not None and cached[group] is not None
+            and cached[group].key is write_index):
         return cached[group]
 
     read_index = kwargs["read_index"][group]
@@ -201,7 +206,7 @@ def paged_attention_forward(module, query, key, value, attention_mask, dropout=0
     v = _rows(value)
     if k.stride() != v.stride():
         k, v = k.contiguous(), v.contiguous()
-    t = _step_tables(cache, group, q.shape[0], kwargs)
+    t = _step_tables(cache, group, index_in_group == 0, q.shape[0], kwargs)
 
     bs, heads, dim = cache.block_size, cache.num_key_value_heads, cache.head_dim
     k_cache = cache.key_cache[index_in_group].view(-1, bs, heads, dim)
