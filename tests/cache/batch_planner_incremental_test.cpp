@@ -34,6 +34,7 @@ void expect_same_plan(const ra::RadixPlan& a, const ra::RadixPlan& b) {
   ASSERT_EQ(a.query_partials, b.query_partials);
   ASSERT_EQ(a.chunk_segment, b.chunk_segment);
   ASSERT_EQ(a.batch_fingerprint, b.batch_fingerprint);
+  ASSERT_EQ(a.rows_per_item, b.rows_per_item);
 }
 
 void expect_same_stats(const ra::PlanStats& a, const ra::PlanStats& b) {
@@ -142,6 +143,10 @@ ra::PlannerOptions random_tuning(std::mt19937& rng) {
   if (rng() % 2 == 0) o.segment_overhead_bytes = 0;
   if (rng() % 2 == 0) o.merge_launch_bytes = 0;
   o.enable_sharing = rng() % 8 != 0;
+  if (rng() % 4 == 0) {  // batch-invariant plans
+    o.deterministic = true;
+    o.deterministic_chunk_tokens = 64 * (1 + static_cast<std::int32_t>(rng() % 8));
+  }
   return o;
 }
 

@@ -98,6 +98,19 @@ struct PlannerOptions {
   double merge_launch_bytes = 4.0 * 1024 * 1024;
   /// false: never share (every query one private segment, still chunked): plain paged decode.
   bool enable_sharing = true;
+  /// Batch-invariant plans: a query's output bits depend only on its own tokens, not on the
+  /// other queries of the batch nor on whether its prefix is shared. Chunks are cut at absolute
+  /// multiples of deterministic_chunk_tokens (not sized to the batch); a shared segment only
+  /// covers whole such chunks (its boundaries are rounded down to them, the tokens in between
+  /// are read by the queries' own segments); every query's partials are merged in token order;
+  /// work items hold at most kRadixBatchInvariantRows rows, so every row takes the same warp
+  /// layout in the kernel. The chunk set of a query is then the same in any batch, and each
+  /// chunk's arithmetic per row is the same. Off by default: the default plans are faster.
+  bool deterministic = false;
+  /// Chunk length of batch-invariant plans, a multiple of kRadixKvTileTokens (64). 512: the
+  /// S1-S6 decode shapes get a few chunks per sequence and full waves; a shared prefix loses
+  /// at most 511 tokens of sharing to the rounding.
+  std::int32_t deterministic_chunk_tokens = 512;
 };
 
 /// @brief What the planner decided, for logging, tuning and tests.
@@ -133,6 +146,10 @@ inline void check_planner_options(const PlannerOptions& o) {
           "must be >= 0");
   expects(o.merge_launch_bytes >= 0, "options.merge_launch_bytes", o.merge_launch_bytes,
           "must be >= 0");
+  expects(!o.deterministic || (o.deterministic_chunk_tokens >= kRadixKvTileTokens &&
+                               o.deterministic_chunk_tokens % kRadixKvTileTokens == 0),
+          "options.deterministic_chunk_tokens", o.deterministic_chunk_tokens,
+          "must be a positive multiple of 64 (the radix kernel's KV tile)");
 }
 
 }  // namespace detail

@@ -50,6 +50,11 @@ struct RadixPlan {
   std::int32_t num_segments = 0;
   /// The batch this plan was built for (see BatchPlanner): lets a launcher reject a stale plan.
   std::uint64_t batch_fingerprint = 0;
+  /// Rows (query x query head of one KV head) per work item of the radix kernel; 0 = the
+  /// kernel's tile, kRadixRowsPerTile (64). Batch-invariant plans use kRadixBatchInvariantRows
+  /// (16), so that every row runs through the same warp layout whatever its chunk's query count
+  /// (plan/radix_plan_layout.hpp).
+  std::int32_t rows_per_item = 0;
 
   std::int32_t num_chunks() const { return static_cast<std::int32_t>(chunk_row.size()); }
   std::int32_t num_partials() const { return static_cast<std::int32_t>(chunk_queries.size()); }
@@ -97,6 +102,8 @@ inline void validate_radix_plan(const RadixPlan& plan,
                     "plan.query_partial_indptr");
   expects(plan.query_partials.size() == plan.chunk_queries.size(), "plan.query_partials.size()",
           plan.query_partials.size(), "must equal the number of partials");
+  expects(plan.rows_per_item >= 0 && plan.rows_per_item <= 64, "plan.rows_per_item",
+          plan.rows_per_item, "must be in [0, 64] (0 = the kernel's 64-row tile)");
 
   // Partial -> chunk, and the query each partial was computed for.
   std::vector<std::int32_t> partial_chunk(plan.chunk_queries.size());

@@ -27,6 +27,14 @@ namespace radix_attention {
 /// The planner sizes its split-KV work in these tiles (PlannerOptions::rows_per_tile).
 inline constexpr int kRadixRowsPerTile = 64;
 
+/// Rows per work item of a batch-invariant plan (PlannerOptions::deterministic): one warp's
+/// m16n8k16 fragment. The kernel picks its warp layout from an item's row count (16 rows or
+/// fewer: the 4 warps split each KV tile's tokens and merge; more: warps split the rows), and
+/// the two layouts sum a row's scores in different orders; items of at most 16 rows put every
+/// row, shared chunk or private, through the same layout, so its bits do not depend on how
+/// many queries share its chunk.
+inline constexpr int kRadixBatchInvariantRows = 16;
+
 /// Tokens per KV tile of the radix kernel's mainloop: 64 keeps K+V of one stage at 32 KB for
 /// head_dim 128 (see RadixMmaTraits). The planner aligns chunk lengths to it
 /// (PlannerOptions::chunk_alignment_tokens) so that only a segment's last tile is partial.
@@ -151,7 +159,8 @@ struct RadixPlanSummary {
 namespace detail {
 
 /**
- * Work items of the radix kernel: one per (chunk, tile of kRadixRowsPerTile rows), where the
+ * Work items of the radix kernel: one per (chunk, tile of plan.rows_per_item rows, by default
+ * kRadixRowsPerTile), where the
  * chunk's rows are its queries x `group_size` query heads (row = query slot * group + head).
  * Ordered by estimated cost, largest first, so that long shared chunks start early and short
  * private ones fill the tail of the grid; a chunk's tiles stay adjacent (they read the same KV,
@@ -164,13 +173,14 @@ inline void radix_work_items(const RadixPlan& plan, std::int32_t group_size,
     RadixItem item;
   };
   std::vector<Keyed> items;
+  const std::int64_t tile = plan.rows_per_item > 0 ? plan.rows_per_item : kRadixRowsPerTile;
   for (std::size_t c = 0; c < plan.chunk_row.size(); ++c) {
     const std::int64_t rows =
         static_cast<std::int64_t>(plan.chunk_query_indptr[c + 1] - plan.chunk_query_indptr[c]) *
         group_size;
     const std::int64_t tokens = plan.chunk_token_end[c] - plan.chunk_token_begin[c];
-    for (std::int64_t r = 0; r < rows; r += kRadixRowsPerTile) {
-      const std::int64_t tile_rows = std::min<std::int64_t>(kRadixRowsPerTile, rows - r);
+    for (std::int64_t r = 0; r < rows; r += tile) {
+      const std::int64_t tile_rows = std::min<std::int64_t>(tile, rows - r);
       // Bytes read (~tokens) plus tensor-core work (~tokens x 16-row fragments), in one unit.
       const std::int64_t cost = tokens * (4 + (tile_rows + 15) / 16);
       items.push_back(

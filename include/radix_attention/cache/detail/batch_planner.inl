@@ -204,10 +204,14 @@ inline void BatchPlanner::plan_exported(std::uint64_t fingerprint, bool same_row
                                 block_size_};
   const detail::CostModel model = detail::cost_model(options_);
   detail::decide_sharing(batch, exported_, model, scratch_.decision);
-  const bool segments_kept =
-      same_rows && scratch_valid_ && detail::patch_segments(batch, exported_, model, scratch_);
+  // Batch-invariant plans re-derive their segments every step (patch_segments knows the
+  // unaligned segments' invariants only).
+  const bool segments_kept = same_rows && scratch_valid_ && !options_.deterministic &&
+                             detail::patch_segments(batch, exported_, model, scratch_);
   scratch_valid_ = false;  // until the plan below is complete
-  if (!segments_kept) detail::segments_stage(batch, exported_, model, scratch_);
+  if (!segments_kept) {
+    detail::segments_stage(batch, exported_, model, detail::invariant_chunk(options_), scratch_);
+  }
   const detail::ChunkParams cp = detail::chunk_stage(batch, scratch_.segments, options_);
   if (segments_kept && detail::patch_plan(batch, cp, scratch_, plans_[front_])) {
     plans_[front_].batch_fingerprint = fingerprint;
@@ -215,6 +219,7 @@ inline void BatchPlanner::plan_exported(std::uint64_t fingerprint, bool same_row
     RadixPlan& back = plans_[1 - front_];
     detail::emit_plan(batch.num_seqs, scratch_.segments, cp, scratch_.emit, back);
     back.batch_fingerprint = fingerprint;
+    back.rows_per_item = detail::plan_rows_per_item(options_);
     front_ = 1 - front_;
   }
   scratch_valid_ = true;

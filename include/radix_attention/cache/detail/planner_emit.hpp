@@ -125,6 +125,52 @@ inline void build_segments(const BatchRows& batch, const BlockTrie& trie,
   }
 }
 
+/// Batch-invariant segments (PlannerOptions::deterministic): every segment boundary inside a
+/// query's context is rounded down to a multiple of `chunk`, so that splitting each segment at
+/// multiples of `chunk` gives every query the chunks [0, chunk), [chunk, 2 chunk), ...,
+/// [k chunk, len) whatever its sharing. Valid because all queries of a shared node share the
+/// whole path above it: [round_down(begin), begin) is theirs in common too. Segments that
+/// become empty are dropped; a query whose context ended on a shared node gets a private
+/// segment [round_down(len), len). Partials then need sorting (a query's chunks no longer
+/// come in token order from the shared-first emission).
+inline void align_segments_to_chunks(const BatchRows& batch, std::int64_t chunk,
+                                     SegmentList& segs) {
+  const auto down = [chunk](std::int32_t t) {
+    return static_cast<std::int32_t>(t / chunk * chunk);
+  };
+  const std::size_t n = segs.segments.size();
+  std::vector<std::uint8_t> is_final(n, 0);
+  for (const std::int32_t s : segs.final_run) {
+    if (s >= 0) is_final[static_cast<std::size_t>(s)] = 1;
+  }
+  std::size_t kept = 0;
+  std::int32_t shared_kept = 0;
+  for (std::size_t s = 0; s < n; ++s) {
+    PlanSegment seg = segs.segments[s];
+    seg.begin = down(seg.begin);
+    if (!is_final[s]) seg.end = down(seg.end);
+    if (seg.begin >= seg.end) continue;
+    if (static_cast<std::int32_t>(s) < segs.num_shared) ++shared_kept;  // shared come first
+    if (is_final[s]) {  // private: its one query is queries[query_offset]
+      const std::int32_t q = segs.queries[static_cast<std::size_t>(seg.query_offset)];
+      segs.final_run[static_cast<std::size_t>(q)] = static_cast<std::int32_t>(kept);
+    }
+    segs.segments[kept++] = seg;
+  }
+  segs.segments.resize(kept);
+  segs.num_shared = shared_kept;
+  for (std::int32_t q = 0; q < batch.num_seqs; ++q) {
+    const std::int32_t len = batch.context_lens[q];
+    if (len == 0 || segs.final_run[static_cast<std::size_t>(q)] >= 0 || down(len) == len) {
+      continue;
+    }
+    segs.final_run[static_cast<std::size_t>(q)] = static_cast<std::int32_t>(segs.segments.size());
+    segs.segments.push_back({q, down(len), len, static_cast<std::int32_t>(segs.queries.size()), 1});
+    segs.queries.push_back(q);
+  }
+  segs.partials_out_of_order = true;
+}
+
 // 64-bit throughout: a token position plus a chunk length may pass the int32 range.
 struct ChunkParams {
   std::int64_t target = 0;  ///< preferred chunk length

@@ -50,9 +50,10 @@ inline CostModel cost_model(const PlannerOptions& options) {
 }
 
 /// Segments from the decision (scratch.decision), or all private when sharing does not pay
-/// for the merge step it brings (plain paged decode).
+/// for the merge step it brings (plain paged decode); aligned to absolute chunks when
+/// `invariant_chunk` > 0 (batch-invariant plans).
 inline void segments_stage(const BatchRows& batch, const BlockTrie& trie, const CostModel& model,
-                           PlannerScratch& scratch) {
+                           std::int64_t invariant_chunk, PlannerScratch& scratch) {
   SharingDecision& decision = scratch.decision;
   SegmentList& segs = scratch.segments;
   build_segments(batch, trie, decision.shared, segs);
@@ -66,6 +67,17 @@ inline void segments_stage(const BatchRows& batch, const BlockTrie& trie, const 
     build_segments(batch, trie, decision.shared, segs);
     scratch.chosen = decision.unshared_cost;
   }
+  if (invariant_chunk > 0) align_segments_to_chunks(batch, invariant_chunk, segs);
+}
+
+/// Chunk length of batch-invariant plans, or 0 for the default plans.
+inline std::int64_t invariant_chunk(const PlannerOptions& options) {
+  return options.deterministic ? options.deterministic_chunk_tokens : 0;
+}
+
+/// rows_per_item of the plans `options` produce.
+inline std::int32_t plan_rows_per_item(const PlannerOptions& options) {
+  return options.deterministic ? kRadixBatchInvariantRows : 0;
 }
 
 /// The shortcut for the segments: true (and the segments updated in place) if the decision
@@ -98,9 +110,15 @@ inline bool patch_segments(const BatchRows& batch, const BlockTrie& trie, const 
   return true;
 }
 
-/// Split-KV parameters: spread the work over the SMs (see PlannerOptions).
+/// Split-KV parameters: spread the work over the SMs (see PlannerOptions); batch-invariant
+/// plans cut every deterministic_chunk_tokens tokens instead (segments start on such a
+/// boundary, see align_segments_to_chunks).
 inline ChunkParams chunk_stage(const BatchRows& batch, const SegmentList& segs,
                                const PlannerOptions& options) {
+  if (options.deterministic) {
+    const std::int64_t c = options.deterministic_chunk_tokens;
+    return ChunkParams{c, 1, c, c};
+  }
   const std::int64_t group = options.num_q_heads / options.num_kv_heads;
   std::int64_t work = 0;
   for (const auto& seg : segs.segments) {
@@ -174,10 +192,11 @@ inline void plan_from_trie(const BatchRows& batch, const BlockTrie& trie,
                            PlannerScratch& scratch, RadixPlan& plan, PlanStats* stats) {
   const CostModel model = cost_model(options);
   decide_sharing(batch, trie, model, scratch.decision);
-  segments_stage(batch, trie, model, scratch);
+  segments_stage(batch, trie, model, invariant_chunk(options), scratch);
   const ChunkParams cp = chunk_stage(batch, scratch.segments, options);
   emit_plan(batch.num_seqs, scratch.segments, cp, scratch.emit, plan);
   plan.batch_fingerprint = fingerprint;
+  plan.rows_per_item = plan_rows_per_item(options);
   write_stats(trie, cp, scratch, stats);
 }
 
