@@ -106,4 +106,48 @@ double timed_median_us(benchmark::State& state, int warmups, F&& launch) {
       state, warmups, [] {}, launch);
 }
 
+/// Reads `n` uint4 once each and folds them, so the loads cannot be elided: the read-only
+/// stream ceiling that decode floors are computed from.
+__global__ void read_stream_kernel(const uint4* data, std::size_t n, unsigned* sink) {
+  unsigned acc = 0;
+  const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
+  std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
+  for (; i + 3 * stride < n; i += 4 * stride) {  // 4 independent 16-byte loads in flight
+    const uint4 a = data[i], b = data[i + stride], c = data[i + 2 * stride],
+                d = data[i + 3 * stride];
+    acc ^= a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w ^ c.x ^ c.y ^ c.z ^ c.w ^ d.x ^ d.y ^ d.z ^
+           d.w;
+  }
+  for (; i < n; i += stride) acc ^= data[i].x ^ data[i].y ^ data[i].z ^ data[i].w;
+  if (acc == 0x12345678u) *sink = acc;  // practically never taken; keeps `acc` live
+}
+
+/// The device's read-only HBM bandwidth in GB/s, measured once per process (1 GiB, 8 CTAs of
+/// 256 threads per SM, median of 21 runs after 3 warm-ups): unique-bytes floors are this
+/// run's bytes / this, so no figure of another GPU enters a benchmark's output.
+inline double measured_read_ceiling_gbps() {
+  static const double gbps = [] {
+    constexpr std::size_t kBytes = std::size_t{1} << 30;
+    DeviceArray<unsigned char> src(kBytes);
+    DeviceArray<unsigned> sink(1);
+    RADIX_ATTENTION_CUDA_CHECK(cudaMemset(src.ptr, 1, kBytes));
+    int device = 0, sms = 0;
+    RADIX_ATTENTION_CUDA_CHECK(cudaGetDevice(&device));
+    RADIX_ATTENTION_CUDA_CHECK(
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    EventTimer timer;
+    std::vector<double> us;
+    for (int i = 0; i < 24; ++i) {
+      const double t = timer.time_us([&] {
+        read_stream_kernel<<<sms * 8, 256>>>(reinterpret_cast<const uint4*>(src.ptr), kBytes / 16,
+                                             sink.ptr);
+        RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+      });
+      if (i >= 3) us.push_back(t);
+    }
+    return double(kBytes) / (median(us) * 1e-6) / 1e9;
+  }();
+  return gbps;
+}
+
 }  // namespace bench

@@ -3,9 +3,9 @@
 // the same blocks in every sharer's block-table row, placed at random in the pool). Timed:
 // radix kernel + merge_states, one launch pair per iteration between CUDA events, L2 flushed
 // before each iteration (the batches are near the 50 MB L2); the plan upload happens once,
-// outside the timing. Counters: median_us, the unique-bytes floor at 2980 GB/s (the H100's
-// device-copy ceiling, BM_ceiling/d2d_copy in bench/RESULTS.md), and paged_decode on the same
-// batch (full block tables, no sharing).
+// outside the timing. Counters: median_us, floor_us (the batch's unique bytes at the read-only
+// ceiling measured by this process, bench::measured_read_ceiling_gbps; read_ceiling_gbps), and
+// paged_decode on the same batch (full block tables, no sharing).
 //
 //   ./radix_decode_bench --benchmark_counters_tabular=true
 
@@ -38,7 +38,6 @@ constexpr int kQHeads = 32;
 constexpr int kKvHeads = 8;
 constexpr int kHeadDim = 128;
 constexpr int kBlock = 16;
-constexpr double kCopyCeilingGBps = 2980.0;
 constexpr std::size_t kFlushBytes = std::size_t{256} << 20;  // > 5x the 50 MB L2
 
 /// A batch: query q's context is the concatenation of pieces `queries[q]`; a piece shared by
@@ -201,7 +200,9 @@ template <class F>
 double timed_loop(benchmark::State& state, const Fixture& f, F&& launch) {
   const double median = bench::timed_median_us(
       state, 3, [&] { flush_l2(f); }, launch);
-  state.counters["floor_us"] = f.batch.unique_bytes / (kCopyCeilingGBps * 1e3);
+  const double ceiling = bench::measured_read_ceiling_gbps();
+  state.counters["floor_us"] = f.batch.unique_bytes / (ceiling * 1e3);
+  state.counters["read_ceiling_gbps"] = ceiling;
   return median;
 }
 
@@ -269,16 +270,18 @@ void BM_radix_decode(benchmark::State& state, Shape shape, bool share) {
   state.counters["items"] = device_plan.summary().num_items;
 }
 
-/// The plan the batch planner builds for the batch (what an engine gets), for 132 SMs and
-/// PlannerOptions::ctas_per_sm = state.range(0) (0: the default).
+/// The plan the batch planner builds for the batch (what an engine gets), for this device's
+/// SMs and PlannerOptions::ctas_per_sm = state.range(0) (0: the default); state.range(1) = 1:
+/// a batch-invariant plan (PlannerOptions::deterministic).
 void BM_radix_decode_planner(benchmark::State& state, Shape shape) {
   const Fixture f(shape);
   PlannerOptions options;
   options.num_q_heads = kQHeads;
   options.num_kv_heads = kKvHeads;
   options.head_dim = kHeadDim;
-  options.num_sms = 132;
+  options.num_sms = radix_decode_device_shape<bf16>(kHeadDim).num_sms;
   options.ctas_per_sm = static_cast<std::int32_t>(state.range(0));
+  options.deterministic = state.range(1) != 0;
   const BlockTables tables{f.batch.num_queries, f.batch.max_blocks, f.batch.tables, f.batch.lens};
   PlanStats stats;
   const RadixPlan plan = radix_attention::plan(tables, kBlock, options, &stats);
@@ -314,9 +317,10 @@ void register_all() {
     rb->UseManualTime()->Iterations(100)->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark((std::string("BM_radix_decode_planner/") + c.name).c_str(),
                                  BM_radix_decode_planner, c.shape)
-        ->Arg(0)
-        ->Arg(1)
-        ->Arg(3)
+        ->Args({0, 0})
+        ->Args({1, 0})
+        ->Args({3, 0})
+        ->Args({0, 1})
         ->UseManualTime()
         ->Iterations(100)
         ->Unit(benchmark::kMicrosecond);
@@ -346,8 +350,17 @@ void register_all() {
   }
   // No sharing: the radix kernel on plain decode batches (private segments only).
   const std::vector<std::pair<const char*, Shape>> plain = {{"64x4096", no_sharing(64, 4096)},
+                                                            {"16x16384", no_sharing(16, 16384)},
                                                             {"128x1024", no_sharing(128, 1024)}};
   for (const auto& [name, shape] : plain) {
+    benchmark::RegisterBenchmark(
+        (std::string("BM_radix_decode_planner/no_sharing_") + name).c_str(),
+        BM_radix_decode_planner, shape)
+        ->Args({0, 0})
+        ->Args({0, 1})
+        ->UseManualTime()
+        ->Iterations(50)
+        ->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark((std::string("BM_radix_decode/no_sharing_") + name).c_str(),
                                  BM_radix_decode, shape, false)
         ->Args({0, 1024})
