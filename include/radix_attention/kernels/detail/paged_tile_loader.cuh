@@ -84,30 +84,6 @@ __device__ __forceinline__ void load_paged_kv_tile(T* __restrict__ k_tile, T* __
 }
 
 /**
- * Issues the cp.async copies of one tile of K or of V alone (TILE tokens of one KV head) into
- * a swizzled shared tile [TILE][HEAD_DIM], rows as in load_paged_kv_tile: for pipelines that
- * keep K and V tiles in flight for different tiles (K runs ahead of V).
- */
-template <class T, int HEAD_DIM, int TILE, int THREADS, class Layout = RowSwizzled<T, HEAD_DIM>>
-__device__ __forceinline__ void load_paged_tile(T* __restrict__ tile, const T* __restrict__ cache,
-                                                const long long* __restrict__ offsets, int tid) {
-  constexpr int kElemsPerChunk = 16 / static_cast<int>(sizeof(T));
-  constexpr int kChunksPerRow = HEAD_DIM / kElemsPerChunk;
-  constexpr int kChunks = TILE * kChunksPerRow;
-  static_assert(kChunks % THREADS == 0, "a K/V tile must split evenly over the CTA");
-#pragma unroll
-  for (int i = 0; i < kChunks / THREADS; ++i) {
-    const int e = tid + i * THREADS;
-    const int row = e / kChunksPerRow;
-    const int chunk = e % kChunksPerRow;
-    const long long offset = offsets[row];
-    const bool valid = offset >= 0;
-    cp_async_16_zfill(tile + Layout::offset(row, chunk),
-                      cache + (valid ? offset : 0) + chunk * kElemsPerChunk, valid);
-  }
-}
-
-/**
  * Issues the cp.async copies of ROWS query rows into a swizzled tile [ROWS][HEAD_DIM].
  * `row_offset(r)` gives the element offset of row r's head in q, or -1 for a row past the
  * tile's end (zero-filled).
