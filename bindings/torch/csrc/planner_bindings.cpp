@@ -256,30 +256,40 @@ blocks that running sequences share, decides with a cost model which shared pref
 once for all their queries, splits long ranges (split-KV), and uploads the plan and the block
 tables to the GPU on the current stream (one copy each).
 
-num_sms defaults to the device's SM count. A RadixBatch stays valid for num_plan_buffers - 1
+num_sms defaults to the device's SM count. deterministic=True: batch-invariant plans (chunks
+at absolute multiples of deterministic_chunk_tokens, fixed merge order), so that a query's
+output bits do not depend on the rest of the batch nor on its prefix being shared. A RadixBatch stays valid for num_plan_buffers - 1
 later plan() calls (its device buffer is then reused; radix_decode raises StateError).)doc")
       .def(py::init([](std::int32_t num_q_heads, std::int32_t num_kv_heads, std::int32_t head_dim,
                        at::ScalarType dtype, std::optional<std::int32_t> num_sms,
                        bool enable_sharing, std::int32_t min_chunk_tokens,
                        std::int32_t max_chunk_tokens, std::int32_t chunk_alignment_tokens,
                        std::int32_t rows_per_tile, double segment_overhead_bytes,
-                       double merge_launch_bytes, std::int32_t num_plan_buffers) {
-             return std::make_unique<BatchPlanner>(
+                       double merge_launch_bytes, std::int32_t num_plan_buffers,
+                       bool deterministic, std::int32_t deterministic_chunk_tokens) {
+             ra::PlannerOptions o =
                  make_options(num_q_heads, num_kv_heads, head_dim, dtype, enable_sharing,
                               min_chunk_tokens, max_chunk_tokens, chunk_alignment_tokens,
-                              rows_per_tile, segment_overhead_bytes, merge_launch_bytes),
-                 num_sms, num_plan_buffers);
+                              rows_per_tile, segment_overhead_bytes, merge_launch_bytes);
+             o.deterministic = deterministic;
+             o.deterministic_chunk_tokens = deterministic_chunk_tokens;
+             return std::make_unique<BatchPlanner>(o, num_sms, num_plan_buffers);
            }),
            py::arg("num_q_heads"), py::arg("num_kv_heads"), py::arg("head_dim"),
            py::arg("dtype") = at::kBFloat16, py::kw_only(), py::arg("num_sms") = py::none(),
            py::arg("enable_sharing") = true, py::arg("min_chunk_tokens") = 256,
            py::arg("max_chunk_tokens") = 0, py::arg("chunk_alignment_tokens") = 64,
            py::arg("rows_per_tile") = 64, py::arg("segment_overhead_bytes") = 32.0 * 1024,
-           py::arg("merge_launch_bytes") = 4.0 * 1024 * 1024, py::arg("num_plan_buffers") = 2)
+           py::arg("merge_launch_bytes") = 4.0 * 1024 * 1024, py::arg("num_plan_buffers") = 2,
+           py::arg("deterministic") = false, py::arg("deterministic_chunk_tokens") = 512)
       .def_property(
           "enable_sharing", [](BatchPlanner& p) { return p.options().enable_sharing; },
           [](BatchPlanner& p, bool on) { p.options().enable_sharing = on; },
           "False plans every query alone (plain paged decode through the radix kernel).")
+      .def_property_readonly(
+          "deterministic", [](BatchPlanner& p) { return p.options().deterministic; },
+          "Batch-invariant plans (PlannerOptions::deterministic): a query's output bits do not "
+          "depend on the rest of the batch nor on whether its prefix is shared.")
       .def_property_readonly("num_q_heads", [](BatchPlanner& p) { return p.options().num_q_heads; })
       .def_property_readonly("num_kv_heads",
                              [](BatchPlanner& p) { return p.options().num_kv_heads; })

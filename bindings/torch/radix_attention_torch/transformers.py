@@ -49,10 +49,21 @@ maps onto the library:
 Per layer and step: ``kv_append`` writes the new K/V rows into their pages, then
 ``paged_prefill`` computes every row of the batch (prefill / extend rows and decode rows alike:
 a decode row is a request with q_len 1), except for decode-only steps (every request one row),
-which run ``paged_decode`` (split-KV for long contexts). ``radix_decode`` (the planner over
-these block tables, reading blocks shared by several requests once per step) is not used yet:
-planning needs the tables on the host, and this adapter builds them on the device without a
-synchronisation.
+which run ``radix_decode``: a BatchPlanner (one per cache and model shape) plans the step's
+block tables once per forward, so that blocks transformers' block sharing gave several
+requests are read once for all of them. Planning reads the tables back to the host (one
+synchronisation per decode step, at the first layer). While a CUDA graph is being captured (no
+host work can be captured) and with ``configure(radix_decode=False)``, decode-only steps run
+``paged_decode`` instead.
+
+Batch-invariant mode, ``configure(deterministic=True)``: the planner makes batch-invariant
+plans (PlannerOptions::deterministic) and every row with one query in a step (decode tokens,
+also inside mixed steps, and the last token of a prompt chunk of length one) is computed by
+``radix_decode`` on those plans, so a request's attention output bits depend only on its own
+tokens, not on the rest of the batch nor on whether its prefix blocks are shared. Prefill rows
+(``paged_prefill``: one request's rows per tile, keys walked from 0 in fixed tiles) are
+batch-invariant as they are. Whether the generated tokens are is up to the rest of the model
+(its GEMMs may round differently at different batch sizes).
 
 Not supported, refused with NotImplementedError: sliding-window layers, attention logit
 soft-capping, attention sinks, dropout, query and value head sizes that differ, head_dim
@@ -69,6 +80,23 @@ import radix_attention_torch as _ra
 #: The name this module registers with transformers.AttentionInterface.
 IMPLEMENTATION = "paged|radix_attention"
 
+_settings = {"radix_decode": True, "deterministic": False}
+
+
+def configure(*, radix_decode=None, deterministic=None):
+    """Sets how the backend computes decode rows (module-wide; returns the settings):
+
+    - ``radix_decode`` (default True): decode-only steps through ``radix_decode`` planned by a
+      BatchPlanner (shared blocks read once); False: ``paged_decode``.
+    - ``deterministic`` (default False): batch-invariant plans, and every one-row request of a
+      step through ``radix_decode`` (see the module docstring). Implies radix_decode.
+    """
+    if radix_decode is not None:
+        _settings["radix_decode"] = bool(radix_decode)
+    if deterministic is not None:
+        _settings["deterministic"] = bool(deterministic)
+    return dict(_settings)
+
 _HEAD_DIMS = (64, 128, 256)
 
 
@@ -76,7 +104,7 @@ class _StepTables:
     """Device arrays of one forward step, shared by the layers of one cache-layer group."""
 
     __slots__ = ("key", "qo_indptr", "block_tables", "context_lens", "slots", "max_q_len",
-                 "max_kv_len", "num_seqs", "decode_only")
+                 "max_kv_len", "num_seqs", "decode_only", "radix_batch", "single_rows")
 
 
 def _single(value, what):
@@ -88,6 +116,43 @@ def _single(value, what):
                 f"{sorted(value)}): only full-attention layers are supported")
         return value["full_attention"]
     return value
+
+
+def _planner(cache, num_q_heads, dtype):
+    """The BatchPlanner of this cache and model shape (kept on the cache object)."""
+    deterministic = _settings["deterministic"]
+    key = (num_q_heads, cache.num_key_value_heads, cache.head_dim, dtype, deterministic)
+    planners = getattr(cache, "_radix_attention_planners", None)
+    if planners is None:
+        planners = cache._radix_attention_planners = {}
+    if key not in planners:
+        planners[key] = _ra.BatchPlanner(num_q_heads, cache.num_key_value_heads, cache.head_dim,
+                                         dtype, deterministic=deterministic)
+    return planners[key]
+
+
+def _plan_radix(cache, t, num_q_heads, dtype):
+    """Plans the step's one-row requests (all of them on a decode-only step) for radix_decode,
+    or leaves t.radix_batch None where radix_decode is not used."""
+    t.radix_batch, t.single_rows = None, None
+    deterministic = _settings["deterministic"]
+    if not (_settings["radix_decode"] or deterministic) or t.num_seqs == 0:
+        return
+    if torch.cuda.is_current_stream_capturing():
+        return  # planning is host work: a captured graph runs paged_decode / paged_prefill
+    planner = _planner(cache, num_q_heads, dtype)
+    if t.decode_only:
+        t.radix_batch = planner.plan_tables(t.block_tables, t.context_lens, cache.block_size)
+        return
+    if not deterministic:
+        return
+    q_lens = (t.qo_indptr[1:] - t.qo_indptr[:-1])
+    single = torch.nonzero(q_lens == 1).flatten()
+    if single.numel() == 0:
+        return
+    t.single_rows = t.qo_indptr[single].to(torch.int64)  # each such request's one row
+    t.radix_batch = planner.plan_tables(t.block_tables[single].contiguous(),
+                                        t.context_lens[single].contiguous(), cache.block_size)
 
 
 def _step_tables(cache, group, first_layer_of_group, query_rows, kwargs):
@@ -207,6 +272,8 @@ def paged_attention_forward(module, query, key, value, attention_mask, dropout=0
     if k.stride() != v.stride():
         k, v = k.contiguous(), v.contiguous()
     t = _step_tables(cache, group, index_in_group == 0, q.shape[0], kwargs)
+    if index_in_group == 0:
+        _plan_radix(cache, t, q.shape[1], q.dtype)
 
     bs, heads, dim = cache.block_size, cache.num_key_value_heads, cache.head_dim
     k_cache = cache.key_cache[index_in_group].view(-1, bs, heads, dim)
@@ -216,13 +283,22 @@ def paged_attention_forward(module, query, key, value, attention_mask, dropout=0
     if scaling is None:
         scaling = getattr(module, "scaling", None) or 1.0 / math.sqrt(q.shape[-1])
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    if t.decode_only:
+    if t.decode_only and t.radix_batch is not None:
+        _ra.radix_decode(q.contiguous(), k_cache, v_cache, t.radix_batch, out=out,
+                         scale=float(scaling))
+    elif t.decode_only:
         _ra.paged_decode(q.contiguous(), k_cache, v_cache, t.block_tables, t.context_lens,
                          out=out, scale=float(scaling), max_context_len=t.max_kv_len)
     else:
         _ra.paged_prefill(q, k_cache, v_cache, t.qo_indptr, t.block_tables, t.context_lens,
                           max_q_len=t.max_q_len, out=out, scale=float(scaling), causal=True,
                           max_context_len=t.max_kv_len)
+        if t.radix_batch is not None:  # batch-invariant mode: one-row requests via radix_decode
+            single_out = torch.empty((t.single_rows.numel(), q.shape[1], q.shape[2]),
+                                     dtype=q.dtype, device=q.device)
+            _ra.radix_decode(q[t.single_rows].contiguous(), k_cache, v_cache, t.radix_batch,
+                             out=single_out, scale=float(scaling))
+            out[t.single_rows] = single_out
     return out.unsqueeze(0), None
 
 
@@ -262,9 +338,11 @@ def check_config(config):
             f"{IMPLEMENTATION}: head_dim = {head_dim} is not supported (64, 128, 256)")
 
 
-def use_radix_attention(model):
+def use_radix_attention(model, *, radix_decode=None, deterministic=None):
     """Registers the backend, checks the model's config and switches ``model`` to
-    ``"paged|radix_attention"`` (``model.set_attn_implementation``). Returns the model."""
+    ``"paged|radix_attention"`` (``model.set_attn_implementation``); ``radix_decode`` /
+    ``deterministic`` as in :func:`configure` when given. Returns the model."""
+    configure(radix_decode=radix_decode, deterministic=deterministic)
     check_config(model.config)
     register()
     model.set_attn_implementation(IMPLEMENTATION)

@@ -49,7 +49,7 @@ def generate(model, implementation, inputs, *, sharing, new_tokens=16, **cb_kwar
     gen = transformers.GenerationConfig(max_new_tokens=new_tokens, do_sample=False,
                                         eos_token_id=-1, pad_token_id=0)
     cb = transformers.ContinuousBatchingConfig(
-        block_size=16, num_blocks=256, max_batch_tokens=128, allow_block_sharing=sharing,
+        block_size=16, num_blocks=1024, max_batch_tokens=128, allow_block_sharing=sharing,
         **cb_kwargs)
     results = model.generate_batch(inputs, generation_config=gen, continuous_batching_config=cb)
     assert len(results) == len(inputs)
@@ -197,6 +197,23 @@ def test_bf16_teacher_forced_logits_match_paged_sdpa():
           f"max {float(theirs.max()):.4f}")
     assert float(vs_sdpa.max()) < 1e-2, f"worst step relative error {float(vs_sdpa.max()):.3g}"
     assert float(ours.mean()) <= 1.25 * float(theirs.mean()) + 1e-4
+
+
+def test_batch_invariant_mode_same_tokens_with_and_without_sharing():
+    # configure(deterministic=True): every one-row request through radix_decode on
+    # batch-invariant plans. bf16, long shared prompt (several 512-token chunks shared), chunked
+    # prefill: block sharing on and off must give the same tokens.
+    model = llama(seed=9).to("cuda", torch.bfloat16).eval()
+    inputs = prompts(8, 1100, 60, seed=10)
+    rat.configure(deterministic=True)
+    try:
+        on = generate(model, rat.IMPLEMENTATION, inputs, sharing=True, new_tokens=12)
+        off = generate(model, rat.IMPLEMENTATION, inputs, sharing=False, new_tokens=12)
+    finally:
+        rat.configure(deterministic=False)
+    same = sum(a == b for a, b in zip(on, off))
+    print(f"batch-invariant mode: {same}/{len(on)} requests with the same tokens, sharing on/off")
+    assert on == off
 
 
 def test_unsupported_configs_are_refused():
