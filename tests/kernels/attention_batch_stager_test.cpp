@@ -107,6 +107,34 @@ void expect_slot_tables(const AttentionBatchStager& st, const std::vector<std::i
   }
 }
 
+/// Expects the slot's plan region to hold the stateless planner's plan of the batch, padded to
+/// step.launch.rows queries, validated (pack_radix_plan) and packed for the fixed capacity, and
+/// the step's copy to end after its last work item.
+void expect_slot_plan(const AttentionBatchStager& st, const std::vector<std::int32_t>& slot,
+                      const SequenceManager& manager, const std::vector<SequenceId>& seqs,
+                      const AttentionStep& step) {
+  const int rows = step.launch.rows;
+  RadixPlan expected = plan(manager, seqs, st.plan_options());
+  expected.num_queries = rows;
+  expected.query_partial_indptr.resize(static_cast<std::size_t>(rows) + 1,
+                                       expected.query_partial_indptr.back());
+  std::vector<std::int32_t> lens = manager.export_block_tables(seqs).context_lens;
+  lens.resize(static_cast<std::size_t>(rows), 0);
+  RadixPlanCapacity cap = st.layout().capacity;
+  std::vector<std::int32_t> packed;
+  const std::int32_t group = st.config().model.num_q_heads / st.config().model.num_kv_heads;
+  const RadixPlanSummary summary = detail::pack_radix_plan(expected, lens, group, cap, packed);
+  EXPECT_EQ(summary.num_partials, step.plan.num_partials);
+  EXPECT_EQ(summary.num_items, step.plan.num_items);
+  const std::int64_t words = st.layout().plan_offsets.items + summary.num_items * kRadixItemWords;
+  EXPECT_EQ(step.copy_bytes, (st.layout().plan + words) * 4);
+  for (std::int64_t w = 0; w < words; ++w) {
+    ASSERT_EQ(slot[static_cast<std::size_t>(st.layout().plan + w)],
+              packed[static_cast<std::size_t>(w)])
+        << "plan word " << w;
+  }
+}
+
 TEST(AttentionBatchStagerTest, ConfigChecksNameTheField) {
   const auto bad = [](auto edit) {
     AttentionBatchConfig c = small_config(16);
@@ -194,8 +222,12 @@ TEST(AttentionBatchStagerTest, TableRowsStayExactAcrossRingSlotsAndBatchChanges)
       const int s = step % 3;
       const AttentionMode mode =
           step % 2 == 0 ? AttentionMode::kPagedDecode : AttentionMode::kRadixDecode;
-      st.stage_decode(f.manager, seqs, mode, PlanPadding{}, s,
-                      slots[static_cast<std::size_t>(s)].data());
+      const AttentionStep& staged =
+          st.stage_decode(f.manager, seqs, mode, PlanPadding{step % 3 == 0 ? 8 : 0}, s,
+                          slots[static_cast<std::size_t>(s)].data());
+      if (mode == AttentionMode::kRadixDecode) {
+        expect_slot_plan(st, slots[static_cast<std::size_t>(s)], f.manager, seqs, staged);
+      }
       expect_slot_tables(st, slots[static_cast<std::size_t>(s)],
                          f.manager.export_block_tables(seqs));
       if (::testing::Test::HasFailure()) return;
@@ -215,24 +247,7 @@ TEST(AttentionBatchStagerTest, RadixSlotHoldsThePackedPaddedPlan) {
   EXPECT_GT(step.stats.num_shared_segments, 0);
   EXPECT_EQ(step.plan.num_queries, 6);
 
-  // The same plan, padded and packed by hand.
-  RadixPlan expected = plan(f.manager, seqs, st.planner().options());
-  expected.num_queries = 6;
-  expected.query_partial_indptr.resize(7, expected.query_partial_indptr.back());
-  std::vector<std::int32_t> lens = f.manager.export_block_tables(seqs).context_lens;
-  lens.resize(6, 0);
-  RadixPlanCapacity cap = st.layout().capacity;
-  std::vector<std::int32_t> packed;
-  const RadixPlanSummary summary = detail::pack_radix_plan(expected, lens, 4, cap, packed);
-  EXPECT_EQ(summary.num_partials, step.plan.num_partials);
-  EXPECT_EQ(summary.num_items, step.plan.num_items);
-  const std::int64_t words = st.layout().plan_offsets.items + summary.num_items * kRadixItemWords;
-  EXPECT_EQ(step.copy_bytes, (st.layout().plan + words) * 4);
-  for (std::int64_t w = 0; w < words; ++w) {
-    ASSERT_EQ(slot[static_cast<std::size_t>(st.layout().plan + w)],
-              packed[static_cast<std::size_t>(w)])
-        << "plan word " << w;
-  }
+  expect_slot_plan(st, slot, f.manager, seqs, step);
   expect_slot_tables(st, slot, f.manager.export_block_tables(seqs));
 }
 
@@ -248,7 +263,7 @@ TEST(AttentionBatchStagerTest, RadixFallsBackToTheUnsharedPlanWhenPartialsRunOut
   std::vector<std::int32_t> slot = new_slot(st);
   const std::vector<SequenceId> seqs = f.share_prompt(rng, 97, 4, [](int) { return 1; });
   PlanStats shared_stats;
-  const RadixPlan shared = plan(f.manager, seqs, st.planner().options(), &shared_stats);
+  const RadixPlan shared = plan(f.manager, seqs, st.plan_options(), &shared_stats);
   ASSERT_GT(shared.num_partials(), 4) << "the test needs a sharing plan over max_partials";
   const AttentionStep& step =
       st.stage_decode(f.manager, seqs, AttentionMode::kRadixDecode, {}, 0, slot.data());

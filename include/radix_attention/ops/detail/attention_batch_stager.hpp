@@ -166,6 +166,8 @@ class AttentionBatchStager {
   const AttentionBatchConfig& config() const { return config_; }
   const AttentionBatchLayout& layout() const { return layout_; }
   BatchPlanner& planner() { return planner_; }
+  /// The options radix plans are built with.
+  const PlannerOptions& plan_options() const { return planner_.options(); }
 
   /// Writes the initial contents of a slot of layout().total words.
   void init_slot(std::int32_t* slot) const {
