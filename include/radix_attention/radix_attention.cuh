@@ -7,6 +7,7 @@
 #include "radix_attention/core/cuda_check.cuh"
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/core/views.hpp"
+#include "radix_attention/ops/attention_batch.cuh"
 #include "radix_attention/ops/kv_append.cuh"
 #include "radix_attention/ops/merge_states.cuh"
 #include "radix_attention/ops/paged_decode.cuh"

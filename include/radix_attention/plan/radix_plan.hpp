@@ -148,9 +148,9 @@ inline void validate_radix_plan(const RadixPlan& plan,
     std::sort(ranges.begin(), ranges.end());
     std::int32_t covered_to = 0;
     for (const auto& [begin, end] : ranges) {
-      expects(
-          begin == covered_to, "plan chunk range begin", begin,
-          detail::concat("leaves a gap or overlap at token ", covered_to, " of query ", q).c_str());
+      // expects_that: the message is only built on failure (this runs once per partial).
+      expects_that(begin == covered_to, "plan chunk range begin = ", begin,
+                   ": leaves a gap or overlap at token ", covered_to, " of query ", q);
       covered_to = end;
     }
     expects(covered_to == context_lens[q], "context_lens[q]", context_lens[q],

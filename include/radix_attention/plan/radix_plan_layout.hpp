@@ -202,16 +202,14 @@ inline RadixPlanCapacity radix_plan_need(const RadixPlan& plan, std::int64_t num
 }
 
 /**
- * Validates `plan` against the batch (validate_radix_plan) and packs it into `out`, laid out
- * for capacity `cap` (grown to fit when smaller; the caller then reallocates).
- * @return the plan's summary. On failure throws InvalidArgument and leaves `out` untouched.
+ * pack_radix_plan without validate_radix_plan, for a plan that is valid for its batch by
+ * construction (a batch planner's, packed by AttentionBatch every step: validation allocates
+ * and is O(partials), most of the time of packing).
  */
-inline RadixPlanSummary pack_radix_plan(const RadixPlan& plan,
-                                        const std::vector<std::int32_t>& context_lens,
-                                        std::int32_t group_size, RadixPlanCapacity& cap,
-                                        std::vector<std::int32_t>& out) {
+inline RadixPlanSummary pack_valid_radix_plan(const RadixPlan& plan, std::int32_t group_size,
+                                              RadixPlanCapacity& cap,
+                                              std::vector<std::int32_t>& out) {
   expects(group_size >= 1, "group_size", group_size, "must be >= 1 (num_q_heads / num_kv_heads)");
-  validate_radix_plan(plan, context_lens);
   expects(static_cast<std::int64_t>(plan.num_partials()) * group_size < (std::int64_t{1} << 31),
           "partials x group_size", static_cast<std::int64_t>(plan.num_partials()) * group_size,
           "must fit in int32 (rows of the work list)");
@@ -266,6 +264,20 @@ inline RadixPlanSummary pack_radix_plan(const RadixPlan& plan,
   out.swap(packed);
   cap = grown;
   return s;
+}
+
+/**
+ * Validates `plan` against the batch (validate_radix_plan) and packs it into `out`, laid out
+ * for capacity `cap` (grown to fit when smaller; the caller then reallocates).
+ * @return the plan's summary. On failure throws InvalidArgument and leaves `out` untouched.
+ */
+inline RadixPlanSummary pack_radix_plan(const RadixPlan& plan,
+                                        const std::vector<std::int32_t>& context_lens,
+                                        std::int32_t group_size, RadixPlanCapacity& cap,
+                                        std::vector<std::int32_t>& out) {
+  expects(group_size >= 1, "group_size", group_size, "must be >= 1 (num_q_heads / num_kv_heads)");
+  validate_radix_plan(plan, context_lens);
+  return pack_valid_radix_plan(plan, group_size, cap, out);
 }
 
 }  // namespace detail
