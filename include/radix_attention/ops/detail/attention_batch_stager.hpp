@@ -54,6 +54,8 @@ inline std::int64_t default_max_partials(const AttentionBatchConfig& config) {
     shortest = std::min<std::int64_t>(shortest, o.max_chunk_tokens / align * align);
   }
   shortest = std::max<std::int64_t>(shortest, 1);
+  // Batch-invariant plans: every query's chunks are the absolute grid of this length.
+  if (o.deterministic) shortest = std::max(o.deterministic_chunk_tokens, 1);
   const std::int64_t context = std::int64_t{config.max_blocks_per_seq} * bs;
   const std::int64_t chunks = std::max<std::int64_t>(1, detail::ceil_div(context, shortest));
   return std::int64_t{config.max_batch_size} * (chunks + kDefaultSegmentsPerQuery);
@@ -115,8 +117,10 @@ inline AttentionBatchLayout attention_batch_layout(const AttentionBatchConfig& c
   AttentionBatchLayout l;
   const std::int64_t b = c.max_batch_size;
   const std::int64_t group = c.model.num_q_heads / c.model.num_kv_heads;
-  // A chunk's work items are ceil(queries x group / tile) <= queries x ceil(group / tile).
-  const std::int64_t items_per_partial = ceil_div(group, kRadixRowsPerTile);
+  // A chunk's work items are ceil(queries x group / tile) <= queries x ceil(group / tile); the
+  // tile is 16 rows in batch-invariant plans.
+  const std::int64_t tile = c.tuning.deterministic ? kRadixBatchInvariantRows : kRadixRowsPerTile;
+  const std::int64_t items_per_partial = ceil_div(group, tile);
   l.capacity =
       RadixPlanCapacity{c.max_partials, c.max_partials, b, c.max_partials * items_per_partial};
   l.plan_offsets = radix_plan_offsets(l.capacity);
