@@ -353,8 +353,8 @@ TEST(PagedDecodeValidation, LayoutsAndRowStrides) {
     mutate(a);
     test::expect_error<InvalidArgument>([&] { a.call(); }, needle);
   };
-  expect_rejected([](ValidArgs& a) { a.cache.token_stride = 12; }, "cache strides");
-  expect_rejected([](ValidArgs& a) { a.cache.head_stride = -8; }, "cache strides");
+  expect_rejected([](ValidArgs& a) { a.cache.token_stride = 12; }, "token 12");
+  expect_rejected([](ValidArgs& a) { a.cache.head_stride = -8; }, "head -8");
   expect_rejected([](ValidArgs& a) { a.options.q_row_stride = 1000; }, "q_row_stride = 1000");
   expect_rejected([](ValidArgs& a) { a.options.out_row_stride = 1028; }, "out_row_stride = 1028");
   expect_rejected([](ValidArgs& a) { a.options.q_row_stride = -1024; }, "q_row_stride = -1024");

@@ -22,6 +22,7 @@
 #include <iostream>
 #include <numeric>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "radix_attention/core/head_range.hpp"

@@ -76,12 +76,14 @@ inline void check_tables(const BlockTableView& tables, NumSeqsLimit num_seqs_lim
 /// aligned cache.k and cache.v).
 template <class T>
 void check_kv_strides(const PagedKvCacheView<T>& cache) {
-  expects(cache.block_stride >= 0 && cache.token_stride >= 0 && cache.head_stride >= 0,
-          "cache strides", cache.block_stride, "must be >= 0 (0 = NHD default)");
+  expects_that(cache.block_stride >= 0 && cache.token_stride >= 0 && cache.head_stride >= 0,
+               "cache strides (block ", cache.block_stride, ", token ", cache.token_stride,
+               ", head ", cache.head_stride, ") must be >= 0 (0 = NHD default)");
   const KvStrides s = resolved_strides(cache);
   constexpr std::int64_t kVec = 16 / sizeof(T);  // elements per 16-byte copy
-  expects(s.block % kVec == 0 && s.token % kVec == 0 && s.head % kVec == 0, "cache strides",
-          s.block, "block, token and head strides must be multiples of 16 bytes");
+  expects_that(s.block % kVec == 0 && s.token % kVec == 0 && s.head % kVec == 0,
+               "cache strides (block ", s.block, ", token ", s.token, ", head ", s.head,
+               " elements) must be multiples of 16 bytes (", kVec, " elements)");
 }
 
 /// A row stride of q or out (`name`, in elements): 0 (dense rows of `row_elems`) or at least
