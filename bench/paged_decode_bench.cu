@@ -125,7 +125,7 @@ void BM_ceiling_read_only(benchmark::State& state) {
 }
 
 void BM_paged_decode(benchmark::State& state, int num_seqs, int ctx, int block_size,
-                     int gather_heads = 0) {
+                     int gather_heads = 0, bool hnd = false) {
   const int blocks_per_seq = (ctx + block_size - 1) / block_size;
   const int num_blocks = num_seqs * blocks_per_seq;
   const std::size_t kv_elems = std::size_t(num_blocks) * block_size * kKvHeads * kHeadDim;
@@ -145,6 +145,11 @@ void BM_paged_decode(benchmark::State& state, int num_seqs, int ctx, int block_s
   DeviceArray<std::int32_t> d_table(table), d_lens(lens);
 
   PagedKvCacheView<bf16> cache{k.ptr, v.ptr, num_blocks, block_size, kKvHeads, kHeadDim};
+  if (hnd) {  // the same arrays read as [blocks, heads, block, dim] (16-byte-unit slots)
+    cache.head_stride = std::int64_t{block_size} * kHeadDim;
+    cache.token_stride = kHeadDim;
+    cache.block_stride = std::int64_t{kKvHeads} * block_size * kHeadDim;
+  }
   BlockTableView tables{d_table.ptr, d_lens.ptr, num_seqs, blocks_per_seq, blocks_per_seq, ctx};
   radix_attention::PagedDecodeOptions options;
   if (const char* splits = std::getenv("RADIX_ATTENTION_BENCH_SPLITS")) {
@@ -203,6 +208,12 @@ void register_all() {
           ->Unit(benchmark::kMicrosecond);
     }
   }
+  // HND layout (block 16: 2 KB runs of one head; block 1 reads as NHD-like slots).
+  benchmark::RegisterBenchmark(
+      "BM_paged_decode/b64_ctx4096_bs16_hnd",
+      [](benchmark::State& st) { BM_paged_decode(st, 64, 4096, 16, 0, true); })
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "radix_attention/cache/sequence_manager.hpp"
 #include "radix_attention/cache/validate_block_tables.hpp"
 #include "radix_attention/core/error.hpp"
+#include "radix_attention/core/head_range.hpp"
 #include "radix_attention/core/views.hpp"
 #include "radix_attention/plan/radix_plan.hpp"
 #include "radix_attention/plan/radix_plan_layout.hpp"

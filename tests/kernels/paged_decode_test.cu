@@ -1,6 +1,7 @@
 // paged_decode against the float64 reference: every dtype / head_dim instance, GQA groups 1..32,
 // block sizes 1..128, context lengths 0..128k, random non-contiguous block placement,
-// forced and automatic split-KV; plus argument validation (runs without a GPU).
+// forced and automatic split-KV, NHD / HND / combined / padded K/V layouts and strided q / out
+// rows (pads between rows checked untouched); plus argument validation (runs without a GPU).
 
 #include <gtest/gtest.h>
 
@@ -17,14 +18,17 @@
 #include "radix_attention/reference/attention.hpp"
 #include "support/attention_check.hpp"
 #include "support/device_buffer.hpp"
+#include "support/expect_error.hpp"
 #include "support/fake_pointer.hpp"
 #include "support/gpu.hpp"
+#include "support/kv_cache_model.hpp"
 
 namespace radix_attention {
 namespace {
 
 using test::DeviceBuffer;
 using test::DType;
+using test::Layout;
 
 struct Case {
   DType dtype;
@@ -36,6 +40,8 @@ struct Case {
   int num_splits = 0;  // 0: automatic
   bool with_lse = true;
   float scale = 0.f;
+  Layout layout = Layout::kNhd;
+  int row_pad = 0;  // extra elements between rows of q and of out (strided rows)
 };
 
 std::string name_of(DType d) {
@@ -47,7 +53,8 @@ void run_case(const Case& c, std::uint64_t seed) {
   SCOPED_TRACE(::testing::Message()
                << name_of(c.dtype) << " D=" << c.head_dim << " Hq=" << c.num_q_heads
                << " Hkv=" << c.num_kv_heads << " bs=" << c.block_size << " splits=" << c.num_splits
-               << " seqs=" << c.context_lens.size());
+               << " seqs=" << c.context_lens.size() << " layout=" << test::name_of(c.layout)
+               << " pad=" << c.row_pad);
   std::mt19937_64 rng(seed);
   const int num_seqs = static_cast<int>(c.context_lens.size());
   const int bs = c.block_size;
@@ -79,24 +86,33 @@ void run_case(const Case& c, std::uint64_t seed) {
   const std::size_t q_elems = static_cast<std::size_t>(num_seqs) * c.num_q_heads * D;
   const auto [q, k, v] = test::random_qkv<T>(q_elems, kv_elems, rng);
 
-  DeviceBuffer<T> d_q(q), d_k(k), d_v(v), d_out(q_elems);
+  // q and out rows `row` elements apart, NaN between q's rows (a read of them would show).
+  const std::int64_t row_elems = std::int64_t{c.num_q_heads} * D, row = row_elems + c.row_pad;
+  const test::LaidOutKv<T> kv = test::lay_out_kv(k, v, c.layout, num_blocks, bs, c.num_kv_heads, D);
+  DeviceBuffer<T> d_q(test::with_row_pads(q, num_seqs, row_elems, row, static_cast<T>(NAN)));
+  DeviceBuffer<T> d_kv(kv.buffer), d_out(static_cast<std::size_t>(num_seqs) * row);
   DeviceBuffer<std::int32_t> d_tables(tables), d_lens(c.context_lens);
   DeviceBuffer<float> d_lse(static_cast<std::size_t>(num_seqs) * c.num_q_heads);
   d_out.poison();
   d_lse.poison();
 
-  PagedKvCacheView<T> cache{d_k.data(), d_v.data(), num_blocks, bs, c.num_kv_heads, D};
+  const PagedKvCacheView<T> cache = kv.view(d_kv.data(), num_blocks, bs, c.num_kv_heads, D);
   BlockTableView view{d_tables.data(), d_lens.data(), num_seqs, max_blocks, row_stride, -1};
   PagedDecodeOptions options;
   options.num_splits = c.num_splits;
   options.scale = c.scale;
+  options.q_row_stride = c.row_pad != 0 ? row : 0;
+  options.out_row_stride = c.row_pad != 0 ? row : 0;
   const std::size_t ws_bytes = paged_decode_workspace_bytes(c.num_q_heads, cache, view, options);
   DeviceBuffer<unsigned char> workspace(ws_bytes);
   workspace.poison();
   paged_decode(d_q.data(), c.num_q_heads, cache, view, d_out.data(),
                c.with_lse ? d_lse.data() : nullptr, workspace.data(), ws_bytes, nullptr, options);
   RADIX_ATTENTION_CUDA_CHECK(cudaDeviceSynchronize());
-  const std::vector<T> out = d_out.download();
+  int pads_written = 0;
+  const std::vector<T> out =
+      test::dense_rows(d_out.download(), num_seqs, row_elems, row, pads_written);
+  EXPECT_EQ(pads_written, 0) << "elements between output rows were written";
   const std::vector<float> lse = d_lse.download();
 
   const double scale = c.scale != 0.f ? c.scale : 1.0 / std::sqrt(double(D));
@@ -173,6 +189,38 @@ TEST_F(PagedDecodeTest, SplitKv) {
   run({DType::kBf16, 256, 16, 2, 8, {4000, 17}, 2, false}, seed++);
   // Automatic: 2 sequences x 1 kv head underfill any GPU, so this splits.
   run({DType::kBf16, 128, 4, 1, 16, {20000, 9000}}, seed++);
+}
+
+TEST_F(PagedDecodeTest, LayoutsAndStridedRows) {
+  std::uint64_t seed = 700;
+  for (Layout layout : {Layout::kNhd, Layout::kHnd, Layout::kCombined, Layout::kPaddedNhd}) {
+    for (int pad : {0, 24}) {  // 24 elements: 48 bytes (16-bit) / 96 bytes (float)
+      for (int bs : {1, 3, 16}) {
+        Case c{DType::kBf16, 128, 8, 2, bs, {1, 37, 300, 0, 129}};
+        c.layout = layout;
+        c.row_pad = pad;
+        run(c, seed++);
+        c.dtype = DType::kHalf;
+        c.head_dim = 64;
+        c.num_q_heads = 12;  // group 6
+        c.num_splits = 3;    // the merge writes the strided rows
+        run(c, seed++);
+        c = Case{DType::kFloat, 64, 4, 1, bs, {90, 5}};
+        c.layout = layout;
+        c.row_pad = pad;
+        run(c, seed++);
+        c.num_splits = 2;
+        c.num_q_heads = 4;
+        c.num_kv_heads = 4;  // group 1
+        run(c, seed++);
+      }
+    }
+  }
+  // head_dim 256 and an automatic split on HND with strided rows.
+  Case c{DType::kBf16, 256, 16, 2, 16, {5000, 17}};
+  c.layout = Layout::kHnd;
+  c.row_pad = 8;
+  run(c, seed++);
 }
 
 TEST_F(PagedDecodeTest, LargeBatchAndCustomScale) {
@@ -297,6 +345,47 @@ TEST(PagedDecodeValidation, RejectsBadArguments) {
     a.q = nullptr;
     EXPECT_NO_THROW(a.call());
   }
+}
+
+TEST(PagedDecodeValidation, LayoutsAndRowStrides) {
+  auto expect_rejected = [](auto&& mutate, const char* needle) {
+    ValidArgs a;
+    mutate(a);
+    test::expect_error<InvalidArgument>([&] { a.call(); }, needle);
+  };
+  expect_rejected([](ValidArgs& a) { a.cache.token_stride = 12; }, "token 12");
+  expect_rejected([](ValidArgs& a) { a.cache.head_stride = -8; }, "head -8");
+  expect_rejected([](ValidArgs& a) { a.options.q_row_stride = 1000; }, "q_row_stride = 1000");
+  expect_rejected([](ValidArgs& a) { a.options.out_row_stride = 1028; }, "out_row_stride = 1028");
+  expect_rejected([](ValidArgs& a) { a.options.q_row_stride = -1024; }, "q_row_stride = -1024");
+  // HND over 2^23 blocks: rows beyond 2^31 16-byte units, which the kernels cannot address.
+  auto huge_hnd = [](ValidArgs& a) {
+    a.cache.num_blocks = 1 << 23;
+    a.cache.head_stride = 16 * 128;
+    a.cache.token_stride = 128;
+    a.cache.block_stride = 2 * 16 * 128;
+  };
+  expect_rejected(huge_hnd, "2^31 16-byte units");
+  // Accepted without a launch (the workspace query validates the same shapes): that HND
+  // layout on fewer blocks, the huge cache in NHD, a combined layout, strided rows.
+  auto accepted = [](auto&& mutate) {
+    ValidArgs a;
+    mutate(a);
+    EXPECT_EQ(paged_decode_workspace_bytes(a.num_q_heads, a.cache, a.tables, a.options), 0u);
+  };
+  accepted([&](ValidArgs& a) {
+    huge_hnd(a);
+    a.cache.num_blocks = 1 << 20;
+  });
+  accepted([](ValidArgs& a) { a.cache.num_blocks = 1 << 23; });
+  accepted([](ValidArgs& a) {
+    a.cache.token_stride = 2 * 128;
+    a.cache.block_stride = 2 * 16 * 2 * 128;
+  });
+  accepted([](ValidArgs& a) {
+    a.options.q_row_stride = 3 * 1024;  // q of a fused [tokens, (8 + 2 * 2) * 128] projection
+    a.options.out_row_stride = 1032;
+  });
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 // radix_decode against the float64 reference over each query's FULL context: hand-built plans
 // (one shared prefix, nested sharing, no sharing, split chunks, context 0, identical requests),
-// random block placement, every dtype / head_dim, GQA groups, block sizes; no-sharing plans
-// against paged_decode; fixed grid; plan and argument validation (the latter without a GPU).
+// random block placement, every dtype / head_dim, GQA groups, block sizes, NHD / HND /
+// combined / padded K/V layouts with strided q / out rows (pads checked untouched); no-sharing
+// plans against paged_decode; fixed grid; plan and argument validation (the latter without a
+// GPU).
 
 #include <gtest/gtest.h>
 
@@ -20,6 +22,7 @@
 #include "support/attention_check.hpp"
 #include "support/device_buffer.hpp"
 #include "support/gpu.hpp"
+#include "support/kv_cache_model.hpp"
 #include "support/radix_plan_from_segments.hpp"
 
 namespace radix_attention {
@@ -27,6 +30,7 @@ namespace {
 
 using test::DeviceBuffer;
 using test::DType;
+using test::Layout;
 using test::RadixSegmentSpec;
 
 /// A batch described by shared pieces: query q's context is the concatenation of the pieces
@@ -45,6 +49,8 @@ struct Case {
   int max_chunk_tokens = 1 << 30;
   bool fixed_grid = false;
   float scale = 0.f;
+  Layout layout = Layout::kNhd;
+  int row_pad = 0;  // extra elements between rows of q and of out (strided rows)
 };
 
 /// Host side of a batch: block tables with random placement, and the radix plan of its pieces.
@@ -110,10 +116,11 @@ HostBatch build_batch(const Shape& shape, int bs, int max_chunk_tokens, std::mt1
 
 template <class T>
 void run_case(const Shape& shape, const Case& c, std::uint64_t seed, bool compare_paged = false) {
-  SCOPED_TRACE(::testing::Message() << "D=" << c.head_dim << " Hq=" << c.num_q_heads
-                                    << " Hkv=" << c.num_kv_heads << " bs=" << c.block_size
-                                    << " chunk=" << c.max_chunk_tokens << " fixed=" << c.fixed_grid
-                                    << " dtype=" << DTypeTraits<T>::name << " seed=" << seed);
+  SCOPED_TRACE(::testing::Message()
+               << "D=" << c.head_dim << " Hq=" << c.num_q_heads << " Hkv=" << c.num_kv_heads
+               << " bs=" << c.block_size << " chunk=" << c.max_chunk_tokens
+               << " fixed=" << c.fixed_grid << " dtype=" << DTypeTraits<T>::name << " layout="
+               << test::name_of(c.layout) << " pad=" << c.row_pad << " seed=" << seed);
   std::mt19937_64 rng(seed);
   const HostBatch b = build_batch(shape, c.block_size, c.max_chunk_tokens, rng);
   const int D = c.head_dim;
@@ -122,12 +129,18 @@ void run_case(const Shape& shape, const Case& c, std::uint64_t seed, bool compar
   const std::size_t q_elems = static_cast<std::size_t>(b.num_queries) * c.num_q_heads * D;
   const auto [q, k, v] = test::random_qkv<T>(q_elems, kv_elems, rng);
 
-  DeviceBuffer<T> d_q(q), d_k(k), d_v(v), d_out(q_elems);
+  // q and out rows `row` elements apart, NaN between q's rows (a read of them would show).
+  const std::int64_t row_elems = std::int64_t{c.num_q_heads} * D, row = row_elems + c.row_pad;
+  const test::LaidOutKv<T> kv =
+      test::lay_out_kv(k, v, c.layout, b.num_blocks, c.block_size, c.num_kv_heads, D);
+  DeviceBuffer<T> d_q(test::with_row_pads(q, b.num_queries, row_elems, row, static_cast<T>(NAN)));
+  DeviceBuffer<T> d_kv(kv.buffer), d_out(static_cast<std::size_t>(b.num_queries) * row);
   DeviceBuffer<std::int32_t> d_tables(b.tables), d_lens(b.context_lens);
   DeviceBuffer<float> d_lse(static_cast<std::size_t>(b.num_queries) * c.num_q_heads);
   d_out.poison();
   d_lse.poison();
-  PagedKvCacheView<T> cache{d_k.data(), d_v.data(), b.num_blocks, c.block_size, c.num_kv_heads, D};
+  const PagedKvCacheView<T> cache =
+      kv.view(d_kv.data(), b.num_blocks, c.block_size, c.num_kv_heads, D);
   BlockTableView view{d_tables.data(), d_lens.data(), b.num_queries,
                       b.max_blocks,    b.row_stride,  -1};
 
@@ -140,10 +153,15 @@ void run_case(const Shape& shape, const Case& c, std::uint64_t seed, bool compar
   options.scale = c.scale;
   options.fixed_grid = c.fixed_grid;
   options.expected_batch_fingerprint = 0x1234;
+  options.q_row_stride = c.row_pad != 0 ? row : 0;
+  options.out_row_stride = c.row_pad != 0 ? row : 0;
   radix_decode(d_q.data(), c.num_q_heads, cache, view, plan, d_out.data(), d_lse.data(),
                workspace.data(), ws_bytes, nullptr, options);
   RADIX_ATTENTION_CUDA_CHECK(cudaDeviceSynchronize());
-  const std::vector<T> out = d_out.download();
+  int pads_written = 0;
+  const std::vector<T> out =
+      test::dense_rows(d_out.download(), b.num_queries, row_elems, row, pads_written);
+  EXPECT_EQ(pads_written, 0) << "elements between output rows were written";
   const std::vector<float> lse = d_lse.download();
 
   const double scale = c.scale != 0.f ? c.scale : 1.0 / std::sqrt(double(D));
@@ -162,16 +180,20 @@ void run_case(const Shape& shape, const Case& c, std::uint64_t seed, bool compar
                                   {b.num_queries, c.num_q_heads, D}, tol, /*per_element=*/true);
 
   if (compare_paged) {
-    DeviceBuffer<T> d_paged(q_elems);
+    DeviceBuffer<T> d_paged(static_cast<std::size_t>(b.num_queries) * row);
     d_paged.poison();
     PagedDecodeOptions po;
     po.scale = c.scale;
+    po.q_row_stride = options.q_row_stride;
+    po.out_row_stride = options.out_row_stride;
     const std::size_t pws = paged_decode_workspace_bytes(c.num_q_heads, cache, view, po);
     DeviceBuffer<unsigned char> pwork(std::max<std::size_t>(pws, 16));
     paged_decode(d_q.data(), c.num_q_heads, cache, view, d_paged.data(), nullptr, pwork.data(), pws,
                  nullptr, po);
     RADIX_ATTENTION_CUDA_CHECK(cudaDeviceSynchronize());
-    const std::vector<T> paged = d_paged.download();
+    const std::vector<T> paged =
+        test::dense_rows(d_paged.download(), b.num_queries, row_elems, row, pads_written);
+    EXPECT_EQ(pads_written, 0) << "paged_decode wrote between output rows";
     double diff2 = 0.0, paged_err2 = 0.0;
     for (std::size_t i = 0; i < q_elems; ++i) {
       const double dlt = static_cast<float>(out[i]) - static_cast<float>(paged[i]);
@@ -318,6 +340,42 @@ TEST_F(RadixDecodeTest, ScaleAndFixedGrid) {
   run(DType::kFloat, shared_prefix(3, 64, {9}), c, 82);
 }
 
+TEST_F(RadixDecodeTest, LayoutsAndStridedRows) {
+  std::uint64_t seed = 100;
+  for (Layout layout : {Layout::kNhd, Layout::kHnd, Layout::kCombined, Layout::kPaddedNhd}) {
+    for (int pad : {0, 24}) {  // 24 elements: 48 bytes (16-bit) / 96 bytes (float)
+      for (int bs : {1, 3, 16}) {
+        Case c;
+        c.block_size = bs;
+        c.layout = layout;
+        c.row_pad = pad;
+        c.max_chunk_tokens = 100;  // shared and private chunks, some items of several tiles
+        // Piece lengths are multiples of 48 where shared (whole blocks for 1, 3 and 16).
+        run(DType::kBf16, shared_prefix(9, 192, {1, 37, 70}), c, seed++);
+        c.num_q_heads = 12;  // group 6
+        c.head_dim = 64;
+        run(DType::kHalf, two_level(2, 3, 96, 48, 5), c, seed++);
+        c.num_q_heads = 4;
+        c.num_kv_heads = 1;
+        run(DType::kFloat, shared_prefix(3, 48, {9}), c, seed++);
+      }
+    }
+  }
+  // head_dim 256, fixed grid, against paged_decode on the same strided tensors.
+  Case c;
+  c.head_dim = 256;
+  c.layout = Layout::kCombined;
+  c.row_pad = 8;
+  c.fixed_grid = true;
+  c.max_chunk_tokens = 256;
+  run(DType::kBf16, no_sharing({700, 33, 256}), c, seed++, true);
+  c.layout = Layout::kHnd;
+  c.head_dim = 128;
+  c.num_q_heads = 32;
+  c.num_kv_heads = 8;
+  run(DType::kHalf, shared_prefix(5, 512, {20}), c, seed++);
+}
+
 TEST_F(RadixDecodeTest, NoSharingEqualsPagedDecode) {
   Case c;
   c.max_chunk_tokens = 512;
@@ -424,6 +482,26 @@ TEST(RadixDecodeValidation, LauncherArgumentsThrowBeforeLaunch) {
   RadixDecodeOptions neg;
   neg.scale = -1.f;
   EXPECT_THROW(call(fake, 8, cache, neg), InvalidArgument);
+  bad = cache;
+  bad.token_stride = 12;  // 24 bytes: not a multiple of 16
+  EXPECT_THROW(call(fake, 8, bad), InvalidArgument);
+  RadixDecodeOptions strided;
+  strided.q_row_stride = 1000;  // < 8 heads x 128
+  EXPECT_THROW(call(fake, 8, cache, strided), InvalidArgument);
+  strided.q_row_stride = 0;
+  strided.out_row_stride = 1028;  // not a multiple of 16 bytes
+  EXPECT_THROW(call(fake, 8, cache, strided), InvalidArgument);
+  // Valid layouts and strides get as far as the plan check.
+  strided.q_row_stride = 3 * 1024;
+  strided.out_row_stride = 1032;
+  EXPECT_THROW(call(fake, 8, cache, strided), StateError);
+  auto hnd = cache;
+  hnd.head_stride = 16 * 128;
+  hnd.token_stride = 128;
+  hnd.block_stride = 2 * 16 * 128;
+  EXPECT_THROW(call(fake, 8, hnd), StateError);
+  hnd.num_blocks = 1 << 23;  // HND rows beyond 2^31 16-byte units
+  EXPECT_THROW(call(fake, 8, hnd), InvalidArgument);
   EXPECT_THROW(call(fake, 8, cache), StateError);  // valid arguments, but no plan uploaded
   EXPECT_THROW(radix_decode_workspace_bytes(-1, 8, 128), InvalidArgument);
 }

@@ -54,6 +54,37 @@ RandomQkv<T> random_qkv(std::size_t q_elems, std::size_t kv_elems, std::mt19937_
   return r;
 }
 
+/// `rows` dense rows of `row_elems` elements copied `stride` apart (stride >= row_elems), the
+/// elements between rows set to `pad` (a strided q or out buffer).
+template <class T>
+std::vector<T> with_row_pads(const std::vector<T>& dense, int rows, std::int64_t row_elems,
+                             std::int64_t stride, T pad) {
+  std::vector<T> out(static_cast<std::size_t>(rows) * stride, pad);
+  for (int r = 0; r < rows; ++r)
+    std::copy(dense.begin() + r * row_elems, dense.begin() + (r + 1) * row_elems,
+              out.begin() + r * stride);
+  return out;
+}
+
+/// The dense rows of a strided buffer (see with_row_pads); counts in `pads_written` the
+/// elements between rows that are no longer NaN (an output pad poisoned with 0xFF bytes).
+template <class T>
+std::vector<T> dense_rows(const std::vector<T>& strided, int rows, std::int64_t row_elems,
+                          std::int64_t stride, int& pads_written) {
+  std::vector<T> out(static_cast<std::size_t>(rows) * row_elems);
+  pads_written = 0;
+  for (int r = 0; r < rows; ++r)
+    for (std::int64_t e = 0; e < stride; ++e) {
+      const T x = strided[r * stride + e];
+      if (e < row_elems) {
+        out[r * row_elems + e] = x;
+      } else if (!std::isnan(static_cast<float>(x))) {
+        ++pads_written;
+      }
+    }
+  return out;
+}
+
 /// Rows and columns of a decode output: [num_seqs, num_q_heads, head_dim].
 struct DecodeExtents {
   int num_seqs;

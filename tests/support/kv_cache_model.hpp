@@ -137,6 +137,40 @@ struct Pool {
   }
 };
 
+/// NHD host K and V ([blocks, bs, heads, D] each) laid out in one buffer under `layout`, the
+/// gaps of the padded layouts NaN (an attention kernel that read one would show it).
+template <class T>
+struct LaidOutKv {
+  PoolLayout layout;
+  std::vector<T> buffer;
+
+  /// The read-only view of the laid-out pool at device copy `base` of `buffer`.
+  PagedKvCacheView<T> view(const T* base, int num_blocks, int bs, int heads, int D) const {
+    PagedKvCacheView<T> v{base + layout.k_offset, base + layout.v_offset, num_blocks, bs, heads, D};
+    v.block_stride = layout.block_stride;
+    v.token_stride = layout.token_stride;
+    v.head_stride = layout.head_stride;
+    return v;
+  }
+};
+
+template <class T>
+LaidOutKv<T> lay_out_kv(const std::vector<T>& k, const std::vector<T>& v, Layout layout,
+                        int num_blocks, int bs, int heads, int D) {
+  LaidOutKv<T> r;
+  r.layout = make_pool_layout(layout, num_blocks, bs, heads, D, sizeof(T));
+  r.buffer.assign(static_cast<std::size_t>(r.layout.elements), static_cast<T>(NAN));
+  std::size_t i = 0;
+  for (int b = 0; b < num_blocks; ++b)
+    for (int o = 0; o < bs; ++o)
+      for (int h = 0; h < heads; ++h)
+        for (int d = 0; d < D; ++d, ++i) {
+          r.buffer[pool_index(r.layout, bs, heads, D, false, b, o, h, d)] = k[i];
+          r.buffer[pool_index(r.layout, bs, heads, D, true, b, o, h, d)] = v[i];
+        }
+  return r;
+}
+
 /// Bytes equal, except that any two fp8 NaN codes count as equal (cvt may set either sign).
 template <class T>
 bool same_element(const T& a, const T& b) {

@@ -24,24 +24,29 @@ enum class DType { kFloat, kHalf, kBFloat16 };
 /// Everything a decode launch needs, already checked on the torch side.
 struct DecodeArgs {
   DType dtype = DType::kBFloat16;
-  const void* q = nullptr;  ///< [num_seqs, num_q_heads, head_dim]
+  const void* q = nullptr;  ///< [num_seqs rows (q_row_stride apart), num_q_heads, head_dim]
   int num_seqs = 0;
   int num_q_heads = 0;
-  const void* k = nullptr;  ///< [num_blocks, block_size, num_kv_heads, head_dim]
+  std::int64_t q_row_stride = 0;  ///< 0 = dense
+  const void* k = nullptr;        ///< [num_blocks, block_size, num_kv_heads, head_dim], strided:
   const void* v = nullptr;
   int num_blocks = 0;
   int block_size = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
+  std::int64_t block_stride = 0;  ///< element strides of k and v; 0 = the NHD default
+  std::int64_t token_stride = 0;
+  std::int64_t head_stride = 0;
   const std::int32_t* block_tables = nullptr;  ///< [num_seqs, row_stride]
   const std::int32_t* context_lens = nullptr;  ///< [num_seqs]
   int max_blocks_per_seq = 0;
   std::int64_t row_stride = 0;
   int max_context_len = -1;  ///< host-known bound, -1 = unknown
-  void* out = nullptr;       ///< [num_seqs, num_q_heads, head_dim]
-  float* lse = nullptr;      ///< [num_seqs, num_q_heads] or null
-  float scale = 0.f;         ///< 0 = 1 / sqrt(head_dim)
-  int num_splits = 0;        ///< paged_decode only; 0 = automatic
+  void* out = nullptr;       ///< [num_seqs rows (out_row_stride apart), num_q_heads, head_dim]
+  std::int64_t out_row_stride = 0;  ///< 0 = dense
+  float* lse = nullptr;             ///< [num_seqs, num_q_heads] or null
+  float scale = 0.f;                ///< 0 = 1 / sqrt(head_dim)
+  int num_splits = 0;               ///< paged_decode only; 0 = automatic
   cudaStream_t stream = nullptr;
 };
 

@@ -19,6 +19,9 @@ radix_attention::PagedKvCacheView<T> cache_view(const DecodeArgs& a) {
   cache.block_size = a.block_size;
   cache.num_kv_heads = a.num_kv_heads;
   cache.head_dim = a.head_dim;
+  cache.block_stride = a.block_stride;
+  cache.token_stride = a.token_stride;
+  cache.head_stride = a.head_stride;
   return cache;
 }
 
@@ -26,6 +29,8 @@ inline radix_attention::PagedDecodeOptions decode_options(const DecodeArgs& a) {
   radix_attention::PagedDecodeOptions options;
   options.scale = a.scale;
   options.num_splits = a.num_splits;
+  options.q_row_stride = a.q_row_stride;
+  options.out_row_stride = a.out_row_stride;
   return options;
 }
 
@@ -48,6 +53,8 @@ void radix_decode(const DecodeArgs& a, const radix_attention::DeviceRadixPlan& p
   radix_attention::RadixDecodeOptions options;
   options.scale = a.scale;
   options.fixed_grid = fixed_grid;
+  options.q_row_stride = a.q_row_stride;
+  options.out_row_stride = a.out_row_stride;
   radix_attention::radix_decode<T>(static_cast<const T*>(a.q), a.num_q_heads, cache_view<T>(a),
                                    table_view(a), plan, static_cast<T*>(a.out), a.lse, workspace,
                                    workspace_bytes, a.stream, options);

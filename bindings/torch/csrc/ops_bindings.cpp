@@ -23,27 +23,20 @@ namespace py = pybind11;
 namespace radix_attention_torch {
 namespace {
 
-/// Checks query, the caches, out and lse, and fills the dtype / shape / pointer fields of
-/// DecodeArgs (everything but the block tables). Allocates `out` when not given.
+/// Checks query, the caches, out and lse, and fills the dtype / shape / pointer / stride fields
+/// of DecodeArgs (everything but the block tables). Allocates `out` when not given. query and
+/// out may be row slices of wider tensors (dense heads, rows further apart: q of a fused QKV
+/// projection, a tensor-parallel rank's heads), the caches any layout kv_cache_args takes.
 DecodeArgs check_decode_common(const ArgChecker& c, const at::Tensor& query,
                                const at::Tensor& key_cache, const at::Tensor& value_cache,
                                std::optional<at::Tensor>& out, const std::optional<at::Tensor>& lse,
                                std::optional<double> scale) {
   c.cuda("query", query);
   c.dtype_in("query", query, {at::kFloat, at::kHalf, at::kBFloat16});
-  c.dim("query", query, 3, "[num_seqs, num_q_heads, head_dim]");
-  c.contiguous("query", query);
-  auto check_cache = [&](const char* name, const at::Tensor& cache) {
-    c.cuda(name, cache, query);
-    c.same_dtype(name, cache, query, "query");
-    c.dim(name, cache, 4, "[num_blocks, block_size, num_kv_heads, head_dim]");
-    c.contiguous(name, cache);
-  };
-  check_cache("key_cache", key_cache);
-  check_cache("value_cache", value_cache);
-  if (value_cache.sizes() != key_cache.sizes()) {
-    c.fail_value("value_cache", value_cache, "must have the shape of key_cache");
-  }
+  const std::int64_t q_row_stride =
+      dense_head_rows(c, "query", query, "[num_seqs, num_q_heads, head_dim]");
+  const KvCacheArgs cache = kv_cache_args(c, key_cache, value_cache, query, "query");
+  c.same_dtype("key_cache", key_cache, query, "query");
   c.size("key_cache", key_cache, 3, query.size(2), "(head_dim of query)");
   const std::int64_t num_kv_heads = key_cache.size(2);
   if (num_kv_heads < 1 || query.size(1) % num_kv_heads != 0) {
@@ -52,13 +45,14 @@ DecodeArgs check_decode_common(const ArgChecker& c, const at::Tensor& query,
                      std::to_string(query.size(1)) + " (num_q_heads)");
   }
 
+  std::int64_t out_row_stride = 0;
   if (out.has_value()) {
     c.cuda("out", *out, query);
     c.same_dtype("out", *out, query, "query");
     c.shape("out", *out, query.sizes().vec(), "(the shape of query)");
-    c.contiguous("out", *out);
+    out_row_stride = dense_head_rows(c, "out", *out, "[num_seqs, num_q_heads, head_dim]");
   } else {
-    out = at::empty_like(query, at::MemoryFormat::Contiguous);
+    out = at::empty(query.sizes(), query.options());
   }
   if (lse.has_value()) {
     c.cuda("lse", *lse, query);
@@ -77,13 +71,18 @@ DecodeArgs check_decode_common(const ArgChecker& c, const at::Tensor& query,
   a.q = query.data_ptr();
   a.num_seqs = c.to_int("query.size(0)", query.size(0));
   a.num_q_heads = c.to_int("query.size(1)", query.size(1));
-  a.k = key_cache.data_ptr();
-  a.v = value_cache.data_ptr();
-  a.num_blocks = c.to_int("key_cache.size(0)", key_cache.size(0));
-  a.block_size = c.to_int("key_cache.size(1)", key_cache.size(1));
-  a.num_kv_heads = c.to_int("key_cache.size(2)", num_kv_heads);
-  a.head_dim = c.to_int("key_cache.size(3)", key_cache.size(3));
+  a.q_row_stride = q_row_stride;
+  a.k = cache.k;
+  a.v = cache.v;
+  a.num_blocks = cache.num_blocks;
+  a.block_size = cache.block_size;
+  a.num_kv_heads = cache.num_kv_heads;
+  a.head_dim = cache.head_dim;
+  a.block_stride = cache.block_stride;
+  a.token_stride = cache.token_stride;
+  a.head_stride = cache.head_stride;
   a.out = out->data_ptr();
+  a.out_row_stride = out_row_stride;
   a.lse = lse.has_value() ? lse->data_ptr<float>() : nullptr;
   a.scale = scale.has_value() ? static_cast<float>(*scale) : 0.f;
   return a;
@@ -253,14 +252,19 @@ sequence s, with kv head h // (num_q_heads // num_kv_heads) (GQA / MQA). Float a
 A sequence with context length 0 gets out = 0 and lse = -inf.
 
 Args:
-  query: [num_seqs, num_q_heads, head_dim] float32 / float16 / bfloat16, CUDA, contiguous.
+  query: [num_seqs, num_q_heads, head_dim] float32 / float16 / bfloat16, CUDA; heads dense
+    (stride(2) == 1, stride(1) == head_dim), rows may lie further apart (a slice of a fused
+    QKV projection, or of a tensor-parallel rank's heads: query[:, h0:h1]); 16-byte multiples.
   key_cache, value_cache: [num_blocks, block_size, num_kv_heads, head_dim], query's dtype and
-    device, contiguous. head_dim in {64, 128, 256}.
+    device, unit stride along head_dim, the same strides for both: NHD, HND as
+    hnd.transpose(1, 2), the halves of a combined [blocks, 2, block, heads, dim] tensor, or a
+    slice of kv heads (key_cache[:, :, k0:k1]). head_dim in {64, 128, 256}.
   block_tables: int32 [num_seqs, max_blocks_per_seq] (rows may be strided, unit stride within a
     row). Entries a context uses must be valid block ids (not checked on the device; see
     validate_block_tables).
   context_lens: int32 [num_seqs], each in [0, max_blocks_per_seq * block_size].
-  out: optional output, like query; allocated when omitted.
+  out: optional output, query's shape and dtype, dense heads, rows possibly further apart
+    (nothing between rows is written); allocated (contiguous) when omitted.
   lse: optional float32 [num_seqs, num_q_heads], receives the natural-log log-sum-exp.
   scale: softmax scale, > 0; default 1 / sqrt(head_dim).
   num_splits: split-KV factor, 0 = automatic from batch x kv heads vs the SM count.

@@ -1,4 +1,5 @@
-// Host utilities: validate_block_tables and the float64 CPU reference of paged decode.
+// Host utilities: validate_block_tables, the float64 CPU reference of paged decode, and the
+// head ranges of tensor parallelism.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <torch/extension.h>
@@ -11,6 +12,7 @@
 
 #include "bindings.hpp"
 #include "radix_attention/cache/validate_block_tables.hpp"
+#include "radix_attention/core/head_range.hpp"
 #include "radix_attention/reference/attention.hpp"
 #include "tensor_checks.hpp"
 
@@ -81,6 +83,16 @@ py::tuple reference_paged_decode_py(const at::Tensor& query, const at::Tensor& k
   return py::make_tuple(out, lse);
 }
 
+py::tuple tensor_parallel_heads_py(std::int64_t num_q_heads, std::int64_t num_kv_heads,
+                                   std::int64_t tp_size, std::int64_t rank) {
+  const ArgChecker c("tensor_parallel_heads");
+  const ra::TensorParallelHeads h = ra::tensor_parallel_heads(
+      c.to_int("num_q_heads", num_q_heads), c.to_int("num_kv_heads", num_kv_heads),
+      c.to_int("tp_size", tp_size), c.to_int("rank", rank));
+  return py::make_tuple(py::make_tuple(h.q.first, h.q.count),
+                        py::make_tuple(h.kv.first, h.kv.count));
+}
+
 }  // namespace
 
 void bind_reference(py::module_& m) {
@@ -94,6 +106,17 @@ void bind_reference(py::module_& m) {
         py::arg("context_lens"), py::kw_only(), py::arg("scale") = py::none(),
         "The library's float64 CPU reference of paged_decode (any device / float dtype in; "
         "inputs are read as float32): returns (out float64 [S, Hq, D], lse float64 [S, Hq]).");
+  m.def("tensor_parallel_heads", &tensor_parallel_heads_py, py::arg("num_q_heads"),
+        py::arg("num_kv_heads"), py::arg("tp_size"), py::arg("rank"),
+        R"doc(Heads of tensor-parallel rank `rank` of `tp_size`: ((q_first, q_count),
+(kv_first, kv_count)). Query heads split evenly; kv heads split evenly when tp_size <=
+num_kv_heads, else each kv head is replicated on tp_size // num_kv_heads consecutive ranks.
+A rank's attention is then a view: query[:, q_first:q_first + q_count] and
+key_cache[:, :, kv_first:kv_first + kv_count] (or the rank's own copies of those heads), with
+a BatchPlanner of q_count query and kv_count kv heads (the same batches, so the same plans on
+every rank). Raises InvalidArgument (a ValueError) unless num_q_heads is a multiple of
+num_kv_heads and of tp_size, tp_size divides num_kv_heads or is a multiple of it, and
+0 <= rank < tp_size.)doc");
 }
 
 }  // namespace radix_attention_torch

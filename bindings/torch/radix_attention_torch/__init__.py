@@ -7,7 +7,8 @@ Cache writers (CUDA tensors, current stream):
     kv_append, copy_blocks
 Host side (plain C++ objects):
     BlockAllocator, RadixTree, SequenceManager, BatchPlanner (-> RadixBatch), plan_batch,
-    validate_block_tables, reference_paged_decode (float64 CPU reference)
+    validate_block_tables, reference_paged_decode (float64 CPU reference),
+    tensor_parallel_heads (a tensor-parallel rank's query / kv heads)
 Errors (all subclasses of Error, itself a RuntimeError):
     InvalidArgument (also ValueError), ArgumentTypeError (also TypeError),
     CapacityError (also MemoryError), StateError, CudaError
@@ -42,6 +43,7 @@ from ._C import (  # noqa: F401
     plan_batch,
     radix_decode,
     reference_paged_decode,
+    tensor_parallel_heads,
     validate_block_tables,
 )
 
@@ -51,7 +53,7 @@ __all__ = [
     "PrefixMatch", "RadixBatch", "RadixPlan", "RadixTree", "RadixTreeStats", "SequenceManager",
     "StateError", "copy_blocks", "kv_append", "merge_states", "paged_decode", "paged_prefill",
     "plan_batch", "radix_decode", "radix_attention", "reference_paged_decode",
-    "validate_block_tables",
+    "tensor_parallel_heads", "validate_block_tables",
 ]
 
 

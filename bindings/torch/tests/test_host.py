@@ -182,3 +182,18 @@ def test_library_reference_matches_sdpa_reference_on_cpu(block_size):
     bad[1, 0] = num_blocks
     with pytest.raises(ValueError, match=r"block_tables\[1\]\[0\]"):
         ra.validate_block_tables(bad, lens, num_blocks, block_size)
+
+
+def test_tensor_parallel_heads():
+    # 32 q / 8 kv heads at TP 4: 8 q and 2 kv heads per rank.
+    assert ra.tensor_parallel_heads(32, 8, 4, 3) == ((24, 8), (6, 2))
+    # 2 kv heads at TP 4: each replicated on two ranks.
+    assert [ra.tensor_parallel_heads(32, 2, 4, r) for r in range(4)] == [
+        ((0, 8), (0, 1)), ((8, 8), (0, 1)), ((16, 8), (1, 1)), ((24, 8), (1, 1))]
+    assert ra.tensor_parallel_heads(8, 8, 1, 0) == ((0, 8), (0, 8))
+    with pytest.raises(ValueError, match="tp_size = 3"):
+        ra.tensor_parallel_heads(24, 8, 3, 0)
+    with pytest.raises(ValueError, match="rank = 4"):
+        ra.tensor_parallel_heads(32, 8, 4, 4)
+    with pytest.raises(ra.InvalidArgument, match="multiple of tp_size"):
+        ra.tensor_parallel_heads(12, 4, 8, 0)

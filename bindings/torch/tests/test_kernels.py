@@ -125,3 +125,41 @@ def test_merge_states_matches_formula(gen):
         expect = (w * po[sel]).sum(0)
         torch.testing.assert_close(out[qi].float(), expect, atol=1e-2, rtol=1e-2)
         torch.testing.assert_close(lse[qi], m, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hq,hkv,tp", [(8, 2, 2), (8, 2, 4), (16, 8, 8)])
+def test_decode_on_head_slices_of_fused_qkv_and_hnd_cache(dtype, hq, hkv, tp, gen):
+    """Tensor-parallel ranks run one after another on one GPU: each rank's query heads are a
+    slice of a fused QKV projection, its kv heads a slice of an HND cache, its output rows a
+    slice of the full output (nothing else written); together they equal the unsharded call."""
+    bs, d, num_seqs = 16, 64, 6
+    num_blocks = num_seqs * (300 // bs + 2) + 8
+    k, v = make_cache(num_blocks, bs, hkv, d, dtype, gen)
+    # HND storage [blocks, heads, block, dim], seen as [blocks, block, heads, dim].
+    k_hnd = k.transpose(1, 2).contiguous().transpose(1, 2)
+    v_hnd = v.transpose(1, 2).contiguous().transpose(1, 2)
+    tables, lens = random_batch(num_seqs, bs, num_blocks, 150, gen, shared_prefix=128, groups=2)
+    tables, lens = tables.cuda(), lens.cuda()
+    fused = torch.randn(num_seqs, (hq + 2 * hkv) * d, generator=gen).to(dtype).cuda()
+    q = fused[:, : hq * d].view(num_seqs, hq, d)
+    assert not q.is_contiguous()
+    ref, _ = reference(q, k, v, tables, lens)
+    wide_paged = torch.full((num_seqs, hq * d + 64), float("nan"), dtype=dtype, device="cuda")
+    wide_radix = torch.full_like(wide_paged, float("nan"))
+    out_paged = wide_paged[:, : hq * d].view(num_seqs, hq, d)
+    out_radix = wide_radix[:, : hq * d].view(num_seqs, hq, d)
+    for rank in range(tp):
+        (q0, qn), (k0, kn) = ra.tensor_parallel_heads(hq, hkv, tp, rank)
+        assert qn == hq // tp and kn == max(1, hkv // tp)
+        q_r = q[:, q0:q0 + qn]
+        k_r, v_r = k_hnd[:, :, k0:k0 + kn], v_hnd[:, :, k0:k0 + kn]
+        ra.paged_decode(q_r, k_r, v_r, tables, lens, out=out_paged[:, q0:q0 + qn])
+        batch = ra.BatchPlanner(qn, kn, d, dtype).plan_tables(tables, lens, bs)
+        ra.radix_decode(q_r, k_r, v_r, batch, out=out_radix[:, q0:q0 + qn])
+    assert_close(out_paged, ref, dtype, f"paged_decode on tp {tp} head slices")
+    assert_close(out_radix, ref, dtype, f"radix_decode on tp {tp} head slices")
+    assert torch.all(torch.isnan(wide_paged[:, hq * d:])), "paged_decode wrote past its rows"
+    assert torch.all(torch.isnan(wide_radix[:, hq * d:])), "radix_decode wrote past its rows"
+    whole = ra.paged_decode(q, k, v, tables, lens)
+    assert_close(out_paged, whole.double(), dtype, "head slices vs the unsharded call")

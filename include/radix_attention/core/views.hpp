@@ -17,7 +17,10 @@ namespace radix_attention {
 ///                                        head_dim, block_stride = num_kv_heads * block_size * D;
 ///   combined [blocks, 2, block, heads, dim]: v = k + block_size * num_kv_heads * head_dim,
 ///                                        block_stride = 2 * block_size * num_kv_heads * D.
-/// Launchers that do not yet read strided layouts reject non-NHD strides with InvalidArgument.
+/// Every launcher reads these layouts (strides in multiples of 16 bytes). The decode launchers
+/// address a layout other than NHD in int32 units of 16 bytes: its rows must lie within 32 GiB
+/// of k and of v (else InvalidArgument). A tensor-parallel rank's kv heads are a view of the
+/// full cache: slice_kv_heads (core/head_range.hpp).
 template <class T>
 struct PagedKvCacheView {
   const T* k = nullptr;

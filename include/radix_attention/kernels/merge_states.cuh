@@ -35,8 +35,9 @@ struct MergeStatesParams {
   const std::int32_t* indptr;   ///< [num_queries + 1]; nullptr: query i owns partials
                                 ///< [i * uniform_count, (i + 1) * uniform_count)
   const std::int32_t* indices;  ///< partial ids, CSR order; nullptr: identity
-  T* out;                       ///< [num_queries, num_heads, head_dim]
-  float* lse_out;               ///< [num_queries, num_heads] or nullptr
+  T* out;                       ///< [num_queries rows (out_row_stride apart), num_heads, head_dim]
+  float* lse_out;               ///< [num_queries, num_heads] (dense) or nullptr
+  std::int64_t out_row_stride;  ///< elements between rows of out; 0 = num_heads * head_dim
   int num_partials;
   int num_queries;
   int num_heads;
@@ -91,7 +92,8 @@ __device__ __forceinline__ void store_merge_vec(T* dst, const float (&v)[VEC]) {
 
 /// @brief Grid: ceil(num_queries * num_heads * ceil(head_dim / VEC) / kMergeThreads) CTAs of
 /// kMergeThreads. VEC = 4 needs head_dim % 4 == 0, partial_out 16-byte and out 4 x sizeof(T)
-/// aligned (the launcher checks); VEC = 1 takes anything.
+/// aligned, out_row_stride a multiple of 4 (the launcher checks); VEC = 1 takes anything.
+/// out_row_stride is resolved (never 0) by the launcher.
 template <class T, int VEC>
 __global__ void __launch_bounds__(detail::kMergeThreads)
     merge_states_kernel(const MergeStatesParams<T> p) {
@@ -164,7 +166,9 @@ __global__ void __launch_bounds__(detail::kMergeThreads)
   const float inv = sum > 0.f ? 1.f / sum : 0.f;
 #pragma unroll
   for (int i = 0; i < VEC; ++i) acc[i] *= inv;
-  detail::store_merge_vec<T, VEC>(p.out + row * p.head_dim + d0, acc);
+  detail::store_merge_vec<T, VEC>(p.out + static_cast<long long>(query) * p.out_row_stride +
+                                      static_cast<long long>(head) * p.head_dim + d0,
+                                  acc);
   if (p.lse_out != nullptr && d0 == 0) p.lse_out[row] = sum > 0.f ? m + logf(sum) : -INFINITY;
 }
 

@@ -33,18 +33,23 @@ inline bool device_supports_pdl() {
   return major >= 9;
 }
 
-/// Launches merge_states_kernel for `params` on `stream` as a programmatic dependent launch
+/// Launches merge_states_kernel for `p` on `stream` as a programmatic dependent launch
 /// where the device supports it (the kernel waits for the producer of the partials). The
 /// 4-wide instance is used when head_dim and both row arrays allow 16-byte float loads.
+/// An out_row_stride of 0 means dense rows.
 template <class T>
-void launch_merge_states(const MergeStatesParams<T>& params, cudaStream_t stream) {
+void launch_merge_states(const MergeStatesParams<T>& p, cudaStream_t stream) {
+  MergeStatesParams<T> params = p;
+  if (params.out_row_stride == 0) {
+    params.out_row_stride = static_cast<std::int64_t>(params.num_heads) * params.head_dim;
+  }
   const long long rows = static_cast<long long>(params.num_queries) * params.num_heads;
   if (rows == 0) return;
   const auto aligned = [](const void* ptr, std::size_t bytes) {
     return reinterpret_cast<std::uintptr_t>(ptr) % bytes == 0;
   };
-  const bool vec4 = params.head_dim % 4 == 0 && aligned(params.partial_out, 16) &&
-                    aligned(params.out, 4 * sizeof(T));
+  const bool vec4 = params.head_dim % 4 == 0 && params.out_row_stride % 4 == 0 &&
+                    aligned(params.partial_out, 16) && aligned(params.out, 4 * sizeof(T));
   const int vec = vec4 ? 4 : 1;
   const long long threads = rows * ((params.head_dim + vec - 1) / vec);
   const long long blocks = (threads + kMergeThreads - 1) / kMergeThreads;
@@ -76,6 +81,8 @@ void launch_merge_states(const MergeStatesParams<T>& params, cudaStream_t stream
 
 /**
  * @brief Merges partial attention states (FlashDecoding / cascade style) into final rows.
+ * Rows of `out` may lie further apart than num_heads * head_dim (`out_row_stride`), e.g. a
+ * slice of a wider output.
  *
  * Partial p is an output row `partial_out[p][h][:]` (float, normalised over its own token
  * range) with `partial_lse[p][h]` = log(sum over its range of exp(score)) in NATURAL log
@@ -93,9 +100,10 @@ void launch_merge_states(const MergeStatesParams<T>& params, cudaStream_t stream
  * @param query_partial_indptr int32 [num_queries + 1], non-decreasing, device.
  * @param query_partials int32 partial ids, device.
  * @param num_queries rows to produce (>= 0; 0 launches nothing).
- * @param out [num_queries, num_heads, head_dim] of T, device.
- * @param lse_out [num_queries, num_heads] float natural-log LSE, device, or nullptr.
+ * @param out [num_queries, num_heads, head_dim] of T, device, rows out_row_stride apart.
+ * @param lse_out [num_queries, num_heads] float natural-log LSE, device (dense), or nullptr.
  * @param stream stream to launch on.
+ * @param out_row_stride elements between rows of out: 0 (dense) or >= num_heads * head_dim.
  * @throw InvalidArgument on a null required pointer or a negative / zero extent;
  *        CudaError if the launch fails. Ids are not read on the host: see
  *        RADIX_ATTENTION_KERNEL_BOUNDS_CHECK.
@@ -104,12 +112,14 @@ template <class T>
 void merge_states(const float* partial_out, const float* partial_lse, int num_partials,
                   int num_heads, int head_dim, const std::int32_t* query_partial_indptr,
                   const std::int32_t* query_partials, int num_queries, T* out, float* lse_out,
-                  cudaStream_t stream) {
+                  cudaStream_t stream, std::int64_t out_row_stride = 0) {
   static_assert(is_supported_dtype_v<T>, "merge_states: T must be float, __half or __nv_bfloat16");
   expects(num_partials >= 0, "num_partials", num_partials, "must be >= 0");
   expects(num_heads >= 1, "num_heads", num_heads, "must be >= 1");
   expects(head_dim >= 1, "head_dim", head_dim, "must be >= 1");
   expects(num_queries >= 0, "num_queries", num_queries, "must be >= 0");
+  expects(out_row_stride == 0 || out_row_stride >= static_cast<std::int64_t>(num_heads) * head_dim,
+          "out_row_stride", out_row_stride, "must be 0 (dense) or >= num_heads * head_dim");
   if (num_queries == 0) return;
   expects(out != nullptr, "out", "nullptr",
           "must point to num_queries * num_heads * head_dim elements");
@@ -134,6 +144,7 @@ void merge_states(const float* partial_out, const float* partial_lse, int num_pa
   params.num_queries = num_queries;
   params.num_heads = num_heads;
   params.head_dim = head_dim;
+  params.out_row_stride = out_row_stride;
   params.uniform_count = 0;
   detail::launch_merge_states(params, stream);
 }

@@ -32,6 +32,7 @@
 #include "radix_attention/core/views.hpp"
 #include "radix_attention/kernels/paged_decode.cuh"
 #include "radix_attention/ops/detail/decode_checks.hpp"
+#include "radix_attention/ops/detail/kv_slot_code.cuh"
 #include "radix_attention/ops/merge_states.cuh"
 
 namespace radix_attention {
@@ -41,6 +42,11 @@ struct PagedDecodeOptions {
   float scale = 0.f;   ///< softmax scale; 0 means 1 / sqrt(head_dim)
   int num_splits = 0;  ///< split-KV factor; 0 chooses from batch x kv heads vs the SM count
   int num_sms = 0;     ///< SM count for the automatic choice; 0 queries the current device
+  /// Elements between rows (sequences) of q; 0 = num_q_heads * head_dim (dense). Larger for a
+  /// slice of a fused QKV projection or a tensor-parallel rank's heads (as in
+  /// PrefillBatchView); a multiple of 16 bytes.
+  std::int64_t q_row_stride = 0;
+  std::int64_t out_row_stride = 0;  ///< elements between rows of out; 0 = dense, as q's
 };
 
 namespace detail {
@@ -120,6 +126,10 @@ void validate_paged_decode_shapes(int num_q_heads, const PagedKvCacheView<T>& ca
   expects(options.num_splits >= 0 && options.num_splits <= kMaxDecodeSplits, "options.num_splits",
           options.num_splits, "must be in [0, 128] (0 = automatic)");
   expects(options.num_sms >= 0, "options.num_sms", options.num_sms, "must be >= 0");
+  const std::int64_t row_elems = static_cast<std::int64_t>(num_q_heads) * cache.head_dim;
+  checked_row_stride<T>("options.q_row_stride", options.q_row_stride, row_elems);
+  checked_row_stride<T>("options.out_row_stride", options.out_row_stride, row_elems);
+  (void)kv_slot_code(cache);  // throws for a layout the kernels cannot address
 }
 
 /// Split-KV plan. Splits only when there are fewer work items than SMs, then into as few
@@ -197,21 +207,24 @@ std::size_t paged_decode_workspace_bytes(int num_q_heads, const PagedKvCacheView
  * of sequence s, with kvh = h / (num_q_heads / num_kv_heads) (GQA / MQA). Accumulation is in
  * float. A sequence with context length 0 gets out = 0 and lse = -inf.
  *
- * @param q [num_seqs, num_q_heads, head_dim] of T, device, 16-byte aligned.
+ * @param q [num_seqs, num_q_heads, head_dim] of T, device, 16-byte aligned; rows
+ *        options.q_row_stride elements apart (0 = dense), heads dense within a row.
  * @param num_q_heads query heads, a multiple of cache.num_kv_heads.
- * @param cache K/V caches; head_dim in {64, 128, 256}; k, v 16-byte aligned.
+ * @param cache K/V caches; head_dim in {64, 128, 256}; k, v 16-byte aligned; any layout through
+ *        the view's strides (NHD, HND, combined; multiples of 16 bytes).
  * @param tables block tables + context lengths (device); every block id a sequence uses must
  *        be in [0, num_blocks) and every context length in [0, max_blocks_per_seq *
  *        block_size]. These are device data, not read here: check them with
  *        validate_block_tables, or build with RADIX_ATTENTION_KERNEL_BOUNDS_CHECK to trap.
- * @param out [num_seqs, num_q_heads, head_dim] of T, device, 16-byte aligned.
- * @param lse [num_seqs, num_q_heads] float natural-log log-sum-exp of the scaled scores, or
- * nullptr.
+ * @param out [num_seqs, num_q_heads, head_dim] of T, device, 16-byte aligned; rows
+ *        options.out_row_stride elements apart (0 = dense). Nothing between rows is written.
+ * @param lse [num_seqs, num_q_heads] float natural-log log-sum-exp of the scaled scores (dense),
+ * or nullptr.
  * @param workspace device buffer of >= paged_decode_workspace_bytes(...) bytes, 16-byte aligned
  *        (may be nullptr when that is 0). Never allocated here.
  * @param workspace_bytes its size.
  * @param stream stream to launch on (the split-KV merge follows on the same stream).
- * @param options scale, split override, SM count override.
+ * @param options scale, split override, SM count override, q / out row strides.
  * @throw InvalidArgument on a null or misaligned pointer or invalid shapes; CapacityError if the
  *        workspace is too small; CudaError if a CUDA call fails. Nothing is launched on a throw.
  */
@@ -249,6 +262,10 @@ void paged_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
   p.out = out;
   p.lse = lse;
   p.block_table_stride = tables.row_stride;
+  const std::int64_t row_elems = static_cast<std::int64_t>(num_q_heads) * cache.head_dim;
+  p.q_row_stride = options.q_row_stride != 0 ? options.q_row_stride : row_elems;
+  p.out_row_stride = options.out_row_stride != 0 ? options.out_row_stride : row_elems;
+  p.kv = detail::kv_slot_code(cache);
   p.num_blocks = cache.num_blocks;
   p.block_size = cache.block_size;
   p.max_blocks_per_seq = tables.max_blocks_per_seq;
@@ -282,6 +299,7 @@ void paged_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
     m.partial_lse = p.partial_lse;
     m.out = out;
     m.lse_out = lse;
+    m.out_row_stride = p.out_row_stride;
     m.num_partials = tables.num_seqs * splits;
     m.num_queries = tables.num_seqs;
     m.num_heads = num_q_heads;

@@ -106,23 +106,13 @@ void validate_paged_prefill_shapes(int num_q_heads, const PrefillBatchView& batc
   check_heads_and_cache(num_q_heads, cache);
   // Requests are grid.z of the launch, hence at most 65535 of them.
   check_tables(tables, NumSeqsLimit{65535, "must be in [0, 65535]"});
-  expects(cache.block_stride >= 0 && cache.token_stride >= 0 && cache.head_stride >= 0,
-          "cache strides", cache.block_stride, "must be >= 0 (0 = NHD default)");
-  const KvStrides s = resolved_strides(cache);
-  constexpr std::int64_t kVec = 16 / sizeof(T);  // elements per 16-byte copy
-  expects(s.block % kVec == 0 && s.token % kVec == 0 && s.head % kVec == 0, "cache strides",
-          s.block, "block, token and head strides must be multiples of 16 bytes");
+  check_kv_strides(cache);
   expects(batch.total_q >= 0, "batch.total_q", batch.total_q, "must be >= 0");
   expects(batch.max_q_len >= 0 && batch.max_q_len <= batch.total_q, "batch.max_q_len",
           batch.max_q_len, "must be in [0, batch.total_q]");
   const std::int64_t row_elems = static_cast<std::int64_t>(num_q_heads) * cache.head_dim;
-  const std::int64_t q_stride = batch.q_row_stride != 0 ? batch.q_row_stride : row_elems;
-  const std::int64_t out_stride = batch.out_row_stride != 0 ? batch.out_row_stride : row_elems;
-  expects(q_stride >= row_elems && q_stride % kVec == 0, "batch.q_row_stride", batch.q_row_stride,
-          "must be 0 or >= num_q_heads * head_dim and a multiple of 16 bytes");
-  expects(out_stride >= row_elems && out_stride % kVec == 0, "batch.out_row_stride",
-          batch.out_row_stride,
-          "must be 0 or >= num_q_heads * head_dim and a multiple of 16 bytes");
+  checked_row_stride<T>("batch.q_row_stride", batch.q_row_stride, row_elems);
+  checked_row_stride<T>("batch.out_row_stride", batch.out_row_stride, row_elems);
   expects(static_cast<std::int64_t>(batch.total_q) * num_q_heads <= INT32_MAX,
           "batch.total_q * num_q_heads", static_cast<std::int64_t>(batch.total_q) * num_q_heads,
           "must fit in int32");

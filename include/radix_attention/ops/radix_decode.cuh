@@ -23,6 +23,7 @@
 #include "radix_attention/core/views.hpp"
 #include "radix_attention/kernels/radix_decode.cuh"
 #include "radix_attention/ops/detail/decode_checks.hpp"
+#include "radix_attention/ops/detail/kv_slot_code.cuh"
 #include "radix_attention/ops/device_radix_plan.cuh"
 #include "radix_attention/ops/merge_states.cuh"
 
@@ -39,6 +40,11 @@ struct RadixDecodeOptions {
   /// When set, the plan's batch_fingerprint must equal it (else StateError): pass the current
   /// batch's fingerprint to reject a plan built before the sequences changed.
   std::optional<std::uint64_t> expected_batch_fingerprint;
+  /// Elements between rows (queries) of q; 0 = num_q_heads * head_dim (dense). Larger for a
+  /// slice of a fused QKV projection or a tensor-parallel rank's heads (as in
+  /// PrefillBatchView); a multiple of 16 bytes.
+  std::int64_t q_row_stride = 0;
+  std::int64_t out_row_stride = 0;  ///< elements between rows of out; 0 = dense, as q's
 };
 
 namespace detail {
@@ -144,6 +150,10 @@ void validate_radix_decode_args(const T* q, int num_q_heads, const PagedKvCacheV
   check_decode_shapes(num_q_heads, cache, tables, NumSeqsLimit{INT32_MAX, "must be >= 0"});
   expects(std::isfinite(options.scale) && options.scale >= 0.f, "options.scale", options.scale,
           "must be finite and >= 0 (0 = 1 / sqrt(head_dim))");
+  const std::int64_t row_elems = static_cast<std::int64_t>(num_q_heads) * cache.head_dim;
+  checked_row_stride<T>("options.q_row_stride", options.q_row_stride, row_elems);
+  checked_row_stride<T>("options.out_row_stride", options.out_row_stride, row_elems);
+  (void)kv_slot_code(cache);  // throws for a layout the kernels cannot address
   if (tables.num_seqs == 0) return;
   check_decode_pointers(q, out, cache, tables, lse, /*reads_context_lens=*/false);
 }
@@ -158,20 +168,23 @@ void validate_radix_decode_args(const T* q, int num_q_heads, const PagedKvCacheV
  * (a token range shared by several queries) is read from memory once for all its queries.
  * A query with context length 0 gets out = 0 and lse = -inf.
  *
- * @param q [num_queries, num_q_heads, head_dim] of T, device, 16-byte aligned.
+ * @param q [num_queries, num_q_heads, head_dim] of T, device, 16-byte aligned; rows
+ *        options.q_row_stride elements apart (0 = dense), heads dense within a row.
  * @param num_q_heads query heads, a multiple of cache.num_kv_heads.
- * @param cache K/V caches; head_dim in {64, 128, 256}.
+ * @param cache K/V caches; head_dim in {64, 128, 256}; k, v 16-byte aligned; any layout through
+ *        the view's strides (NHD, HND, combined; multiples of 16 bytes).
  * @param tables the batch's block tables (device; row q belongs to query q). Block ids are not
  *        read here (see validate_block_tables); context_lens are not read by the kernel.
  * @param plan plan uploaded for this batch (plan.num_queries == tables.num_seqs, group size
  *        num_q_heads / num_kv_heads), on the same stream or one ordered before `stream`.
- * @param out [num_queries, num_q_heads, head_dim] of T, device.
- * @param lse [num_queries, num_q_heads] float natural-log LSE, or nullptr.
+ * @param out [num_queries, num_q_heads, head_dim] of T, device; rows options.out_row_stride
+ *        elements apart (0 = dense). Nothing between rows is written.
+ * @param lse [num_queries, num_q_heads] float natural-log LSE (dense), or nullptr.
  * @param workspace >= radix_decode_workspace_bytes(plan, num_q_heads, head_dim) bytes, 16-byte
  *        aligned; never allocated here.
  * @param workspace_bytes its size.
  * @param stream stream of the radix kernel and of the merge that follows it.
- * @param options scale, fixed grid, expected batch fingerprint.
+ * @param options scale, fixed grid, expected batch fingerprint, q / out row strides.
  * @throw InvalidArgument on null/misaligned pointers, bad shapes or a plan that does not match
  *        the batch; StateError if the plan was never uploaded or its fingerprint is stale;
  *        CapacityError if the workspace is too small; CudaError if a launch fails.
@@ -216,6 +229,10 @@ void radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
   p.v_cache = cache.v;
   p.block_tables = tables.block_tables;
   p.block_table_stride = tables.row_stride;
+  p.q_row_stride = options.q_row_stride != 0
+                       ? options.q_row_stride
+                       : static_cast<std::int64_t>(num_q_heads) * cache.head_dim;
+  p.kv = detail::kv_slot_code(cache);
   auto* base = static_cast<unsigned char*>(workspace);
   const auto rows = static_cast<std::size_t>(plan.capacity().partials) * num_q_heads;
   p.partial_out = reinterpret_cast<float*>(base);
@@ -251,7 +268,7 @@ void radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
   // captured launch replayed with a later plan still matches.
   merge_states<T>(p.partial_out, p.partial_lse, static_cast<int>(plan.capacity().partials),
                   num_q_heads, cache.head_dim, plan.query_partial_indptr(), plan.query_partials(),
-                  plan.num_queries(), out, lse, stream);
+                  plan.num_queries(), out, lse, stream, options.out_row_stride);
 }
 
 }  // namespace radix_attention

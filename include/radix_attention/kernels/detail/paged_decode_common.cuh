@@ -9,6 +9,7 @@
 
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/kernels/detail/bounds_check.cuh"
+#include "radix_attention/kernels/detail/kv_slot_code.cuh"
 #include "radix_attention/kernels/detail/pdl.cuh"
 
 namespace radix_attention {
@@ -16,16 +17,19 @@ namespace radix_attention {
 /// @brief Device-side arguments of the paged decode kernels (built by ops/paged_decode.cuh).
 template <class T>
 struct PagedDecodeParams {
-  const T* q;        ///< [num_seqs, num_q_heads, head_dim]
-  const T* k_cache;  ///< [num_blocks, block_size, num_kv_heads, head_dim]
+  const T* q;        ///< [num_seqs rows (q_row_stride apart), num_q_heads, head_dim]
+  const T* k_cache;  ///< [num_blocks, block_size, num_kv_heads, head_dim] through `kv`
   const T* v_cache;
   const std::int32_t* block_tables;  ///< [num_seqs, row_stride]
   const std::int32_t* context_lens;  ///< [num_seqs]
-  T* out;                            ///< [num_seqs, num_q_heads, head_dim] (num_splits == 1)
-  float* lse;                        ///< [num_seqs, num_q_heads] natural log, or nullptr
+  T* out;              ///< [num_seqs rows (out_row_stride apart), num_q_heads, head_dim] (1 split)
+  float* lse;          ///< [num_seqs, num_q_heads] natural log (dense), or nullptr
   float* partial_out;  ///< [num_seqs * num_splits, num_q_heads, head_dim] (num_splits > 1)
   float* partial_lse;  ///< [num_seqs * num_splits, num_q_heads]
   std::int64_t block_table_stride;
+  std::int64_t q_row_stride;    ///< elements between rows of q
+  std::int64_t out_row_stride;  ///< elements between rows of out
+  detail::KvSlotCode kv;        ///< K/V row addressing (kernels/detail/kv_slot_code.cuh)
   int num_blocks;
   int block_size;
   int max_blocks_per_seq;
@@ -59,11 +63,11 @@ __device__ __forceinline__ int context_length(const PagedDecodeParams<T>& p, int
   return ctx;
 }
 
-/// Cache slot (block * block_size + offset) of token `token` given its block id.
+/// Slot (kv_slot) of token `token` given its block id; kv_slot_offset gives its rows.
 template <class T>
 __device__ __forceinline__ int token_slot(const PagedDecodeParams<T>& p, int block, int token) {
   RADIX_ATTENTION_DEVICE_CHECK_BOUNDS(block >= 0 && block < p.num_blocks);
-  return block * p.block_size + token % p.block_size;
+  return kv_slot(p.kv, block, token % p.block_size);
 }
 
 /// Per-row statistics of the epilogue (small; the per-warp output rows live elsewhere).
@@ -110,6 +114,9 @@ __device__ void combine_warps_and_store(const float (*out)[kRows][D],
   const long long row0 =
       partial ? (static_cast<long long>(seq) * p.num_splits + split) * p.num_q_heads + head0
               : static_cast<long long>(seq) * p.num_q_heads + head0;
+  // The final output's rows are out_row_stride apart (the partials and LSEs are dense).
+  T* const out_rows =
+      p.out + static_cast<long long>(seq) * p.out_row_stride + static_cast<long long>(head0) * D;
   for (int i = tid; i < rows * D; i += kThreads) {
     const int r = i / D;
     const int d = i % D;
@@ -119,7 +126,7 @@ __device__ void combine_warps_and_store(const float (*out)[kRows][D],
     if (partial) {
       p.partial_out[(row0 + r) * D + d] = o;
     } else {
-      p.out[(row0 + r) * D + d] = DTypeTraits<T>::from_float(o);
+      out_rows[r * D + d] = DTypeTraits<T>::from_float(o);
     }
   }
   if (tid < rows) {

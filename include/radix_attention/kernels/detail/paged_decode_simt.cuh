@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(PagedDecodeSimtTraits<T, D>::kThreads)
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (r < rows) {
-      load_row<T, D>(q[r], p.q + (static_cast<long long>(seq) * p.num_q_heads + head0 + r) * D,
+      load_row<T, D>(q[r], p.q + static_cast<long long>(seq) * p.q_row_stride + (head0 + r) * D,
                      lane);
     } else {
 #pragma unroll
@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(PagedDecodeSimtTraits<T, D>::kThreads)
 
   for (int token = begin + warp; token < end; token += Tr::kWarps) {
     const int slot = token_slot(p, __ldg(table_row + token / p.block_size), token);
-    const long long offset = (static_cast<long long>(slot) * p.num_kv_heads + kv_head) * D;
+    const long long offset = kv_slot_offset(p.kv, slot, kv_head);
     float k[E], v[E];
     load_row<T, D>(k, p.k_cache + offset, lane);
     load_row<T, D>(v, p.v_cache + offset, lane);

@@ -120,8 +120,7 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D>::kThreads)
 #pragma unroll
       for (int r = tid / Tr::kChunks; r < TK; r += Tr::kThreads / Tr::kChunks) {
         const int slot = slots[r];
-        const long long offset =
-            slot < 0 ? 0 : (static_cast<long long>(slot) * p.num_kv_heads + kv_head) * D + c * 8;
+        const long long offset = slot < 0 ? 0 : kv_slot_offset(p.kv, slot, kv_head) + c * 8;
         cp_async_16_zfill(k_dst + swz<D>(r, c), p.k_cache + offset, slot >= 0);
         cp_async_16_zfill(v_dst + swz<D>(r, c), p.v_cache + offset, slot >= 0);
       }
@@ -135,8 +134,8 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D>::kThreads)
     const int c = i % Tr::kChunks;
     uint4 val = make_uint4(0, 0, 0, 0);
     if (r < rows) {
-      val = *reinterpret_cast<const uint4*>(
-          p.q + (static_cast<long long>(seq) * p.num_q_heads + head0 + r) * D + c * 8);
+      val = *reinterpret_cast<const uint4*>(p.q + static_cast<long long>(seq) * p.q_row_stride +
+                                            (head0 + r) * D + c * 8);
     }
     *reinterpret_cast<uint4*>(q_smem + swz<D>(r, c)) = val;
   }

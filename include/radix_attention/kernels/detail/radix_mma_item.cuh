@@ -68,7 +68,8 @@ __device__ __forceinline__ void load_q_tile(T* q_smem, const RadixKernelParams<T
     std::int64_t src = 0;
     if (rr.partial >= 0) {
       const int query = p.plan.chunk_queries[rr.partial];
-      src = (static_cast<std::int64_t>(query) * p.num_q_heads + rr.q_head) * HEAD_DIM +
+      src = static_cast<std::int64_t>(query) * p.q_row_stride +
+            static_cast<std::int64_t>(rr.q_head) * HEAD_DIM +
             chunk * (16 / static_cast<int>(sizeof(T)));
     }
     cp_async_16_zfill(q_smem + swizzled_offset<T, HEAD_DIM>(row, chunk), p.q + src,
@@ -107,15 +108,15 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
   const int num_tiles = (end - begin + kTile - 1) / kTile;
   const std::int32_t* table_row =
       p.block_tables + static_cast<std::int64_t>(it.table_row) * p.block_table_stride;
-  const std::int64_t token_stride = static_cast<std::int64_t>(p.num_kv_heads) * HEAD_DIM;
-  const std::int64_t head_offset = static_cast<std::int64_t>(kv_head) * HEAD_DIM;
+  const std::int64_t token_stride = p.kv.slot_elems;  // elements per slot (load_kv_tile)
+  const std::int64_t head_offset = static_cast<std::int64_t>(kv_head) * p.kv.head_stride;
 
   // Prologue: slots of the first kStages tiles, then Q + the first kStages - 1 tiles in flight.
 #pragma unroll
   for (int s = 0; s < kStages; ++s) {
     if (tid < kTile) {
       sm.slots[s * kTile + tid] =
-          resolve_slot<kTile>(table_row, begin + s * kTile, end, p.block_size, tid);
+          resolve_slot<kTile>(table_row, begin + s * kTile, end, p.block_size, p.kv, tid);
     }
   }
   __syncthreads();
@@ -172,8 +173,8 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
     // Block-table lookups for tile n + kStages: issued now, stored after this tile's math.
     int next_slot = -1;
     if (tid < kTile && n + kStages < num_tiles) {
-      next_slot =
-          resolve_slot<kTile>(table_row, begin + (n + kStages) * kTile, end, p.block_size, tid);
+      next_slot = resolve_slot<kTile>(table_row, begin + (n + kStages) * kTile, end, p.block_size,
+                                      p.kv, tid);
     }
 
     const int stage = n % kStages;

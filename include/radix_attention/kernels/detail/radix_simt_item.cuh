@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "radix_attention/core/dtype.cuh"
+#include "radix_attention/kernels/detail/kv_slot_code.cuh"
 #include "radix_attention/kernels/detail/radix_traits.cuh"
 
 namespace radix_attention::detail {
@@ -28,7 +29,6 @@ __device__ __forceinline__ void radix_simt_item(const RadixKernelParams<T>& p, c
   const int rows = it.rows;
   const std::int32_t* table_row =
       p.block_tables + static_cast<std::int64_t>(it.table_row) * p.block_table_stride;
-  const std::int64_t token_stride = static_cast<std::int64_t>(p.num_kv_heads) * HEAD_DIM;
 
   for (int row = warp; row < rows; row += RadixSimtTraits::kWarps) {
     const int r = row_begin + row;
@@ -36,7 +36,8 @@ __device__ __forceinline__ void radix_simt_item(const RadixKernelParams<T>& p, c
     const int partial = query_base + slot_in_chunk;
     const int q_head = kv_head * p.group_size + (r - slot_in_chunk * p.group_size);
     const int query = p.plan.chunk_queries[partial];
-    const T* q = p.q + (static_cast<std::int64_t>(query) * p.num_q_heads + q_head) * HEAD_DIM;
+    const T* q = p.q + static_cast<std::int64_t>(query) * p.q_row_stride +
+                 static_cast<std::int64_t>(q_head) * HEAD_DIM;
     float qv[kPerLane];
     float acc[kPerLane];
 #pragma unroll
@@ -47,9 +48,8 @@ __device__ __forceinline__ void radix_simt_item(const RadixKernelParams<T>& p, c
     float m = -INFINITY;
     float l = 0.f;
     for (int t = begin; t < end; ++t) {
-      const std::int64_t slot =
-          static_cast<std::int64_t>(table_row[t / p.block_size]) * p.block_size + t % p.block_size;
-      const std::int64_t base = slot * token_stride + static_cast<std::int64_t>(kv_head) * HEAD_DIM;
+      const std::int64_t base = kv_slot_offset(
+          p.kv, kv_slot(p.kv, table_row[t / p.block_size], t % p.block_size), kv_head);
       float dot = 0.f;
 #pragma unroll
       for (int i = 0; i < kPerLane; ++i) {

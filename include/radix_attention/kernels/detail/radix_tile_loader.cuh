@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "radix_attention/kernels/detail/cp_async.cuh"
+#include "radix_attention/kernels/detail/kv_slot_code.cuh"
 
 namespace radix_attention::detail {
 
@@ -20,22 +21,25 @@ __device__ __forceinline__ int swizzled_offset(int row, int chunk) {
 }
 
 /**
- * Resolves the physical slot (block id * block_size + offset) of tokens
+ * Resolves the slot (kv_slot: block id * block_size + offset for NHD) of tokens
  * `[first, first + TILE)` of block-table row `table_row`, for tokens below `end`; -1 beyond.
  * Threads `0 .. TILE-1` each resolve one token (one int32 load from the block table).
  */
 template <int TILE>
 __device__ __forceinline__ int resolve_slot(const std::int32_t* __restrict__ table_row, int first,
-                                            int end, int block_size, int lane_token) {
+                                            int end, int block_size, const KvSlotCode& code,
+                                            int lane_token) {
   const int t = first + lane_token;
   if (t >= end) return -1;
   const int block = __ldg(table_row + t / block_size);
-  return block * block_size + t % block_size;
+  return kv_slot(code, block, t % block_size);
 }
 
 /**
  * Issues the cp.async copies of one KV tile (K and V of TILE tokens of one KV head) into
- * swizzled shared tiles. Tokens whose slot is -1 are zero-filled (finite values, masked later).
+ * swizzled shared tiles: a token's row starts `slot * token_stride + head_offset` elements
+ * into the cache (KvSlotCode's slot_elems and kv_head * head_stride). Tokens whose slot is -1
+ * are zero-filled (finite values, masked later).
  */
 template <class T, int HEAD_DIM, int TILE, int THREADS>
 __device__ __forceinline__ void load_kv_tile(T* __restrict__ k_tile, T* __restrict__ v_tile,

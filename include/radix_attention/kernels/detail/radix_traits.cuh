@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "radix_attention/kernels/detail/kv_slot_code.cuh"
 #include "radix_attention/plan/radix_plan_layout.hpp"
 
 namespace radix_attention::detail {
@@ -67,13 +68,15 @@ struct RadixSimtTraits {
 /// Everything a radix-decode kernel reads, as plain pointers and sizes (checked on the host).
 template <class T>
 struct RadixKernelParams {
-  const T* q;        ///< [num_queries, num_q_heads, head_dim]
-  const T* k_cache;  ///< [num_blocks, block_size, num_kv_heads, head_dim]
+  const T* q;        ///< [num_queries rows (q_row_stride apart), num_q_heads, head_dim]
+  const T* k_cache;  ///< [num_blocks, block_size, num_kv_heads, head_dim] through `kv`
   const T* v_cache;
   const std::int32_t* block_tables;  ///< [num_queries, block_table_stride]
   std::int64_t block_table_stride;
-  float* partial_out;  ///< [num_partials, num_q_heads, head_dim]
-  float* partial_lse;  ///< [num_partials, num_q_heads], natural log
+  std::int64_t q_row_stride;  ///< elements between rows of q
+  KvSlotCode kv;              ///< K/V row addressing (kernels/detail/kv_slot_code.cuh)
+  float* partial_out;         ///< [num_partials, num_q_heads, head_dim]
+  float* partial_lse;         ///< [num_partials, num_q_heads], natural log
   RadixPlanView plan;
   int num_q_heads;
   int num_kv_heads;

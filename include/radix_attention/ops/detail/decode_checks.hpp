@@ -71,19 +71,44 @@ inline void check_tables(const BlockTableView& tables, NumSeqsLimit num_seqs_lim
           "must be >= tables.max_blocks_per_seq");
 }
 
-/// Heads, cache and tables, plus the dense NHD layout the decode kernels read.
+/// K/V element strides the attention kernels read with 16-byte copies: >= 0 (0 = the NHD
+/// default) and, resolved, multiples of 16 bytes (every row then starts 16-byte aligned, given
+/// aligned cache.k and cache.v).
+template <class T>
+void check_kv_strides(const PagedKvCacheView<T>& cache) {
+  expects_that(cache.block_stride >= 0 && cache.token_stride >= 0 && cache.head_stride >= 0,
+               "cache strides (block ", cache.block_stride, ", token ", cache.token_stride,
+               ", head ", cache.head_stride, ") must be >= 0 (0 = NHD default)");
+  const KvStrides s = resolved_strides(cache);
+  constexpr std::int64_t kVec = 16 / sizeof(T);  // elements per 16-byte copy
+  expects_that(s.block % kVec == 0 && s.token % kVec == 0 && s.head % kVec == 0,
+               "cache strides (block ", s.block, ", token ", s.token, ", head ", s.head,
+               " elements) must be multiples of 16 bytes (", kVec, " elements)");
+}
+
+/// A row stride of q or out (`name`, in elements): 0 (dense rows of `row_elems`) or at least
+/// `row_elems` and a multiple of 16 bytes, so that 16-byte loads of every row stay aligned.
+/// Returns the resolved stride.
+template <class T>
+std::int64_t checked_row_stride(const char* name, std::int64_t stride, std::int64_t row_elems) {
+  const std::int64_t resolved = stride != 0 ? stride : row_elems;
+  expects(resolved >= row_elems && resolved % static_cast<std::int64_t>(16 / sizeof(T)) == 0, name,
+          stride, "must be 0 or >= num_q_heads * head_dim and a multiple of 16 bytes");
+  return resolved;
+}
+
+/// Heads, cache (strides included) and tables of a decode launch.
 template <class T>
 void check_decode_shapes(int num_q_heads, const PagedKvCacheView<T>& cache,
                          const BlockTableView& tables, NumSeqsLimit num_seqs_limit) {
   check_heads_and_cache(num_q_heads, cache);
   check_tables(tables, num_seqs_limit);
-  expects_that(is_dense_nhd(cache), "cache strides (block ", cache.block_stride, ", token ",
-               cache.token_stride, ", head ", cache.head_stride,
-               "): the decode kernels read the dense NHD layout only (leave the strides 0)");
+  check_kv_strides(cache);
 }
 
 /// Null and alignment checks of the device pointers a decode launch reads or writes: q, out and
-/// K/V are read 16 bytes at a time; lse may be nullptr. radix_decode's kernel never reads
+/// K/V are read 16 bytes at a time (rows at 16-byte multiples, see checked_row_stride and
+/// check_kv_strides); lse may be nullptr. radix_decode's kernel never reads
 /// tables.context_lens, so it may be null there (`reads_context_lens` = false).
 template <class T>
 void check_decode_pointers(const T* q, const T* out, const PagedKvCacheView<T>& cache,
