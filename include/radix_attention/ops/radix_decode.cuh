@@ -190,6 +190,61 @@ void validate_radix_decode_args(const T* q, int num_q_heads, const PagedKvCacheV
  *        CapacityError if the workspace is too small; CudaError if a launch fails.
  *        Nothing is launched on a throw.
  */
+namespace detail {
+
+/// The launch shared by radix_decode and AttentionBatch (arguments already checked): the radix
+/// kernel over a packed plan's device view, then merge_states over its partials.
+/// `total_work` = work items x kv heads for a grid of one CTA per unit, or -1 for the fixed,
+/// persistent grid that reads the count from the plan's header. Partial ids are bounded by the
+/// plan buffer's capacity (`capacity_partials`), which (unlike the plan's count) a captured
+/// launch replayed with a later plan still matches.
+template <class T>
+void launch_radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
+                         const BlockTableView& tables, const RadixPlanView& plan_view,
+                         std::int64_t capacity_partials, const std::int32_t* query_partial_indptr,
+                         const std::int32_t* query_partials, int num_queries, int total_work,
+                         T* out, float* lse, void* workspace, cudaStream_t stream,
+                         const RadixDecodeOptions& options) {
+  const RadixKernelInfo<T> info = select_radix_kernel<T>(cache.head_dim);
+  RadixKernelParams<T> p{};
+  p.q = q;
+  p.k_cache = cache.k;
+  p.v_cache = cache.v;
+  p.block_tables = tables.block_tables;
+  p.block_table_stride = tables.row_stride;
+  p.q_row_stride = options.q_row_stride != 0
+                       ? options.q_row_stride
+                       : static_cast<std::int64_t>(num_q_heads) * cache.head_dim;
+  p.kv = kv_slot_code(cache);
+  auto* base = static_cast<unsigned char*>(workspace);
+  const auto rows = static_cast<std::size_t>(capacity_partials) * num_q_heads;
+  p.partial_out = reinterpret_cast<float*>(base);
+  p.partial_lse = reinterpret_cast<float*>(
+      base + radix_align256(rows * static_cast<std::size_t>(cache.head_dim) * sizeof(float)));
+  p.plan = plan_view;
+  p.num_q_heads = num_q_heads;
+  p.num_kv_heads = cache.num_kv_heads;
+  p.group_size = num_q_heads / cache.num_kv_heads;
+  p.block_size = cache.block_size;
+  const float scale =
+      options.scale != 0.f ? options.scale : 1.f / std::sqrt(static_cast<float>(cache.head_dim));
+  p.scale_log2 = scale * 1.4426950408889634f;
+  p.total_work = total_work;
+  const unsigned grid = total_work < 0
+                            ? static_cast<unsigned>(radix_grid_slots(info, cache.head_dim))
+                            : static_cast<unsigned>(total_work);
+  if (grid > 0) {
+    discard_stale_error();  // the launch rule of core/cuda_check.cuh
+    info.kernel<<<grid, info.threads, info.smem_bytes, stream>>>(p);
+    RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+  }
+  merge_states<T>(p.partial_out, p.partial_lse, static_cast<int>(capacity_partials), num_q_heads,
+                  cache.head_dim, query_partial_indptr, query_partials, num_queries, out, lse,
+                  stream, options.out_row_stride);
+}
+
+}  // namespace detail
+
 template <class T>
 void radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
                   const BlockTableView& tables, const DeviceRadixPlan& plan, T* out, float* lse,
@@ -220,55 +275,13 @@ void radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
   expects(workspace != nullptr || needed == 0, "workspace", "nullptr", "must be a device buffer");
   expects(detail::is_aligned16(workspace), "workspace", workspace, "must be 16-byte aligned");
 
-  const detail::RadixKernelInfo<T> info = detail::select_radix_kernel<T>(cache.head_dim);
-  const int slots = detail::radix_grid_slots(info, cache.head_dim);
-
-  detail::RadixKernelParams<T> p{};
-  p.q = q;
-  p.k_cache = cache.k;
-  p.v_cache = cache.v;
-  p.block_tables = tables.block_tables;
-  p.block_table_stride = tables.row_stride;
-  p.q_row_stride = options.q_row_stride != 0
-                       ? options.q_row_stride
-                       : static_cast<std::int64_t>(num_q_heads) * cache.head_dim;
-  p.kv = detail::kv_slot_code(cache);
-  auto* base = static_cast<unsigned char*>(workspace);
-  const auto rows = static_cast<std::size_t>(plan.capacity().partials) * num_q_heads;
-  p.partial_out = reinterpret_cast<float*>(base);
-  p.partial_lse = reinterpret_cast<float*>(
-      base +
-      detail::radix_align256(rows * static_cast<std::size_t>(cache.head_dim) * sizeof(float)));
-  p.plan = plan.view();
-  p.num_q_heads = num_q_heads;
-  p.num_kv_heads = cache.num_kv_heads;
-  p.group_size = group;
-  p.block_size = cache.block_size;
-  const float scale =
-      options.scale != 0.f ? options.scale : 1.f / std::sqrt(static_cast<float>(cache.head_dim));
-  p.scale_log2 = scale * 1.4426950408889634f;
-
   const std::int64_t work =
       static_cast<std::int64_t>(plan.summary().num_items) * cache.num_kv_heads;
   expects(work <= INT32_MAX, "work items x num_kv_heads", work, "must fit in int32");
-  unsigned grid = 0;
-  if (options.fixed_grid) {
-    p.total_work = -1;
-    grid = static_cast<unsigned>(slots);
-  } else {
-    p.total_work = static_cast<int>(work);
-    grid = static_cast<unsigned>(work);
-  }
-  if (grid > 0) {
-    detail::discard_stale_error();  // the launch rule of core/cuda_check.cuh
-    info.kernel<<<grid, info.threads, info.smem_bytes, stream>>>(p);
-    RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
-  }
-  // Partial ids are bounded by the plan buffer's capacity, which (unlike the plan's count) a
-  // captured launch replayed with a later plan still matches.
-  merge_states<T>(p.partial_out, p.partial_lse, static_cast<int>(plan.capacity().partials),
-                  num_q_heads, cache.head_dim, plan.query_partial_indptr(), plan.query_partials(),
-                  plan.num_queries(), out, lse, stream, options.out_row_stride);
+  detail::launch_radix_decode(q, num_q_heads, cache, tables, plan.view(), plan.capacity().partials,
+                              plan.query_partial_indptr(), plan.query_partials(),
+                              plan.num_queries(), options.fixed_grid ? -1 : static_cast<int>(work),
+                              out, lse, workspace, stream, options);
 }
 
 }  // namespace radix_attention
