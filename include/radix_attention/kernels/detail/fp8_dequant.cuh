@@ -79,7 +79,9 @@ __device__ __forceinline__ void dequant_e4m3_tile(const unsigned char* __restric
   constexpr int kChunksPerRow = HEAD_DIM / 16;
   constexpr int kChunks = ROWS * kChunksPerRow;
   static_assert(kChunks % THREADS == 0, "an fp8 tile must split evenly over the threads");
-#pragma unroll
+  // Not unrolled: the caller's accumulators are live here, and one 16-byte chunk per step keeps
+  // the conversion's registers at a dozen.
+#pragma unroll 1
   for (int i = 0; i < kChunks / THREADS; ++i) {
     const int e = tid + i * THREADS;
     const int row = e / kChunksPerRow;
