@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -20,6 +19,7 @@
 #include "support/fake_pointer.hpp"
 #include "support/fp8_kv.hpp"
 #include "support/gpu.hpp"
+#include "support/prefill_batch.hpp"
 
 namespace radix_attention {
 namespace {
@@ -40,35 +40,6 @@ struct Case {
   int num_splits = 0;  // 0: automatic
 };
 
-/// Block tables with every sequence's blocks drawn from a shuffled pool (plus spare blocks).
-struct RandomTables {
-  std::vector<std::int32_t> table;
-  std::int64_t row_stride;
-  int max_blocks;
-  int num_blocks;
-};
-
-RandomTables random_tables(const std::vector<int>& lens, int bs, std::mt19937_64& rng) {
-  RandomTables t;
-  int max_ctx = 0, needed = 0;
-  for (int len : lens) {
-    max_ctx = std::max(max_ctx, len);
-    needed += (len + bs - 1) / bs;
-  }
-  t.max_blocks = std::max(1, (max_ctx + bs - 1) / bs);
-  t.row_stride = t.max_blocks + 2;
-  t.num_blocks = needed + 3;
-  std::vector<std::int32_t> pool(t.num_blocks);
-  std::iota(pool.begin(), pool.end(), 0);
-  std::shuffle(pool.begin(), pool.end(), rng);
-  t.table.assign(lens.size() * t.row_stride, -1);
-  std::size_t next = 0;
-  for (std::size_t s = 0; s < lens.size(); ++s) {
-    for (int i = 0; i < (lens[s] + bs - 1) / bs; ++i) t.table[s * t.row_stride + i] = pool[next++];
-  }
-  return t;
-}
-
 template <class T>
 void run_case(const Case& c, std::uint64_t seed) {
   SCOPED_TRACE(::testing::Message()
@@ -79,7 +50,9 @@ void run_case(const Case& c, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
   const int num_seqs = static_cast<int>(c.context_lens.size());
   const int D = c.head_dim;
-  const RandomTables t = random_tables(c.context_lens, c.block_size, rng);
+  std::vector<test::prefill::Request> contexts;  // tables only: no new rows
+  for (int len : c.context_lens) contexts.push_back({0, len});
+  const test::prefill::Tables t = test::prefill::make_tables(contexts, c.block_size, rng);
   const std::size_t slots = static_cast<std::size_t>(t.num_blocks) * c.block_size;
   const KvScaleMode mode =
       c.scales == Scales::kPerTensor ? KvScaleMode::kPerTensor : KvScaleMode::kPerHead;
