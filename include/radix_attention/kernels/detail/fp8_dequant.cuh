@@ -71,7 +71,8 @@ __device__ __forceinline__ void dequant_e4m3x4(std::uint32_t codes, std::uint32_
  * fp8 chunk c of row r (16 elements) becomes 16-bit chunks 2c and 2c + 1 of that row, stored
  * at `dst + Dst::offset(r, chunk)` (the swizzled layout the mainloop's ldmatrix reads). THREADS
  * threads share the work; the caller synchronises before (staged data landed and visible) and
- * after (converted tile visible).
+ * after (converted tile visible). A K stage followed by its V stage is one tile of twice the
+ * rows (the row swizzles repeat every 8 rows, and tiles are multiples of 8 rows).
  */
 template <class T, int HEAD_DIM, int ROWS, int THREADS, class Dst>
 __device__ __forceinline__ void dequant_e4m3_tile(const unsigned char* __restrict__ src,

@@ -224,9 +224,8 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D, TKv>::kThreads)
       // The previous tile's readers passed the barrier above, so the 16-bit tile is free.
       const auto* staged =
           reinterpret_cast<const unsigned char*>(kv_smem + (tile % S) * 2 * Tr::kTileElems);
-      dequant_e4m3_tile<T, D, TK, Tr::kThreads, DecodeTileLayout<D>>(staged, dequant_smem, tid);
-      dequant_e4m3_tile<T, D, TK, Tr::kThreads, DecodeTileLayout<D>>(
-          staged + Tr::kTileElems, dequant_smem + Tr::kTileElems, tid);
+      static_assert(TK % 8 == 0, "K and V convert as one tile of 2 TK rows");
+      dequant_e4m3_tile<T, D, 2 * TK, Tr::kThreads, DecodeTileLayout<D>>(staged, dequant_smem, tid);
       __syncthreads();
       k_tile = dequant_smem;
     } else {

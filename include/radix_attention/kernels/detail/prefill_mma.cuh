@@ -154,9 +154,8 @@ __device__ __forceinline__ void prefill_mma_mainloop(const PagedPrefillParams<T,
       // The previous tile's readers passed the barrier above, so the 16-bit tile is free.
       const auto* staged = reinterpret_cast<const unsigned char*>(sm.k_stage(n % kStages));
       using Dst = RowSwizzled<T, HEAD_DIM>;
-      dequant_e4m3_tile<T, HEAD_DIM, kTile, Traits::kThreads, Dst>(staged, sm.dequant, tid);
-      dequant_e4m3_tile<T, HEAD_DIM, kTile, Traits::kThreads, Dst>(
-          staged + Traits::kTileElems, sm.dequant + Traits::kTileElems, tid);
+      static_assert(kTile % 8 == 0, "K and V convert as one tile of 2 kTile rows");
+      dequant_e4m3_tile<T, HEAD_DIM, 2 * kTile, Traits::kThreads, Dst>(staged, sm.dequant, tid);
       __syncthreads();
       stage_addr = smem_addr(sm.dequant);
     }

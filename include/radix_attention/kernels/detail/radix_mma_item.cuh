@@ -191,9 +191,8 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
     if constexpr (Traits::kFp8) {
       const auto* staged = reinterpret_cast<const unsigned char*>(sm.k_stage(stage));
       using Dst = RowSwizzledTile<T, HEAD_DIM>;
-      dequant_e4m3_tile<T, HEAD_DIM, kTile, Traits::kThreads, Dst>(staged, sm.dequant, tid);
-      dequant_e4m3_tile<T, HEAD_DIM, kTile, Traits::kThreads, Dst>(
-          staged + Traits::kTileElems, sm.dequant + Traits::kTileElems, tid);
+      static_assert(kTile % 8 == 0, "K and V convert as one tile of 2 kTile rows");
+      dequant_e4m3_tile<T, HEAD_DIM, 2 * kTile, Traits::kThreads, Dst>(staged, sm.dequant, tid);
       __syncthreads();
       stage = 0;
     }
