@@ -194,7 +194,9 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
       static_assert(kTile % 8 == 0, "K and V convert as one tile of 2 kTile rows");
       dequant_e4m3_tile<T, HEAD_DIM, 2 * kTile, Traits::kThreads, Dst>(staged, sm.dequant, tid);
       __syncthreads();
-      stage = 0;
+      // The tile is the same every iteration: hide that from the compiler, which would
+      // otherwise keep every fragment address of it live across the loop (spills at 256).
+      asm volatile("mov.b32 %0, 0;" : "=r"(stage));
     }
     const unsigned k_addr = kv_addr + stage * kStageBytes + k_lane;
     const unsigned v_addr = kv_addr + stage * kStageBytes + kStageBytes / 2 + v_lane;
