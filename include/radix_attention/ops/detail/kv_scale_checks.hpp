@@ -11,7 +11,7 @@
 #include "radix_attention/core/error.hpp"
 #include "radix_attention/core/kv_scales.hpp"
 
-struct __nv_fp8_e4m3;
+struct __nv_fp8_e4m3;  // cuda_fp8.h's type, named only: this check needs no CUDA header
 
 namespace radix_attention::detail {
 
