@@ -12,9 +12,10 @@
 /// so block_size 1 streams as fast as block_size 16.
 ///
 /// An fp8 e4m3 cache (TKv = __nv_fp8_e4m3) streams half the bytes per token into row-major
-/// fp8 stages; after a stage lands the CTA dequantises it (kernels/detail/fp8_dequant.cuh) into
-/// one 16-bit tile that the same mainloop reads, the K scale folded into the softmax scale and
-/// the V scale into the output. It costs one more barrier per tile.
+/// fp8 stages; after a stage lands each warp dequantises the 16 K and V rows it reads
+/// (kernels/detail/fp8_dequant.cuh) into one 16-bit tile that the same mainloop reads, the K
+/// scale folded into the softmax scale and the V scale into the output. The rows are the warp's
+/// own, so a __syncwarp orders the conversion before the reads: no CTA barrier is added.
 
 #include <cuda_fp8.h>
 
@@ -221,12 +222,17 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D, TKv>::kThreads)
 
     const T* k_tile;
     if constexpr (Tr::kFp8) {
-      // The previous tile's readers passed the barrier above, so the 16-bit tile is free.
-      const auto* staged =
-          reinterpret_cast<const unsigned char*>(kv_smem + (tile % S) * 2 * Tr::kTileElems);
-      static_assert(TK % 8 == 0, "K and V convert as one tile of 2 TK rows");
-      dequant_e4m3_tile<T, D, 2 * TK, Tr::kThreads, DecodeTileLayout<D>>(staged, dequant_smem, tid);
-      __syncthreads();
+      // Rows [wrow, wrow + 16) of K and V: the only rows this warp's ldmatrix loads read, and
+      // read by no other warp. The stage landed for every thread at the barrier above, and this
+      // warp finished reading its previous 16-bit rows before that barrier.
+      const auto* staged = reinterpret_cast<const unsigned char*>(
+          kv_smem + (tile % S) * 2 * Tr::kTileElems + wrow * D);
+      static_assert(Tr::kWarpTokens % 8 == 0, "a warp's rows start on a swizzle period");
+      using Rows = DecodeTileLayout<D>;
+      dequant_e4m3_tile<T, D, Tr::kWarpTokens, 32, Rows>(staged, dequant_smem + wrow * D, lane);
+      dequant_e4m3_tile<T, D, Tr::kWarpTokens, 32, Rows>(
+          staged + Tr::kTileElems, dequant_smem + Tr::kTileElems + wrow * D, lane);
+      __syncwarp();
       k_tile = dequant_smem;
     } else {
       k_tile = kv_smem + (tile % S) * 2 * Tr::kTileElems;
