@@ -191,9 +191,22 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
     if constexpr (Traits::kFp8) {
       const auto* staged = reinterpret_cast<const unsigned char*>(sm.k_stage(stage));
       using Dst = RowSwizzledTile<T, HEAD_DIM>;
-      static_assert(kTile % 8 == 0, "K and V convert as one tile of 2 kTile rows");
-      dequant_e4m3_tile<T, HEAD_DIM, 2 * kTile, Traits::kThreads, Dst>(staged, sm.dequant, tid);
-      __syncthreads();
+      if constexpr (WARPS_M == 1) {
+        // Each warp reads only its own kWarpTokens rows of K and V: it converts them itself and
+        // a __syncwarp orders that before its reads (no CTA barrier on private segments).
+        static_assert(kWarpTokens % 8 == 0, "a warp's rows start on a swizzle period");
+        const int row0 = wn * kWarpTokens;
+        dequant_e4m3_tile<T, HEAD_DIM, kWarpTokens, 32, Dst>(staged + row0 * HEAD_DIM,
+                                                             sm.dequant + row0 * HEAD_DIM, lane);
+        dequant_e4m3_tile<T, HEAD_DIM, kWarpTokens, 32, Dst>(
+            staged + Traits::kTileElems + row0 * HEAD_DIM,
+            sm.dequant + Traits::kTileElems + row0 * HEAD_DIM, lane);
+        __syncwarp();
+      } else {
+        static_assert(kTile % 8 == 0, "K and V convert as one tile of 2 kTile rows");
+        dequant_e4m3_tile<T, HEAD_DIM, 2 * kTile, Traits::kThreads, Dst>(staged, sm.dequant, tid);
+        __syncthreads();
+      }
       // The tile is the same every iteration: hide that from the compiler, which would
       // otherwise keep every fragment address of it live across the loop (spills at 256).
       asm volatile("mov.b32 %0, 0;" : "=r"(stage));
