@@ -1,9 +1,10 @@
 #pragma once
-// What the GPU benchmarks share: an owning device array, random bf16 fill, and CUDA-event
-// timing with a median. Benchmark code, not part of the library.
+// What the GPU benchmarks share: an owning device array, random bf16 / fp8 e4m3 fill, and
+// CUDA-event timing with a median. Benchmark code, not part of the library.
 
 #include <benchmark/benchmark.h>
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -39,6 +40,17 @@ __global__ void fill_random(__nv_bfloat16* data, std::size_t n, std::uint32_t se
     std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
     h ^= h >> 15, h *= 2246822519u, h ^= h >> 13, h *= 3266489917u, h ^= h >> 16;
     data[i] = __float2bfloat16(static_cast<float>(h) * (2.f / 4294967296.f) - 1.f);
+  }
+}
+
+/// Random e4m3 codes of values in [-448, 448) (every finite code likely; stored values as
+/// kv_append writes them with scale = max|x| / 448).
+__global__ void fill_random(__nv_fp8_e4m3* data, std::size_t n, std::uint32_t seed) {
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
+       i += std::size_t(gridDim.x) * blockDim.x) {
+    std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13, h *= 3266489917u, h ^= h >> 16;
+    data[i] = __nv_fp8_e4m3(static_cast<float>(h) * (896.f / 4294967296.f) - 448.f);
   }
 }
 

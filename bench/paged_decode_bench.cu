@@ -1,6 +1,8 @@
 // Paged decode benchmark (bf16, 32 query / 8 kv heads, head_dim 128) against two ceilings
 // measured in the same process: a device-to-device copy and a read-only streaming kernel.
 // Each timed iteration is one launch bracketed by CUDA events; counters report the median.
+// BM_paged_decode_fp8/<case>: the same cases over an fp8 e4m3 cache (per-head scales), GB/s of
+// the fp8 bytes (half of bf16's), so pct_read_ceiling is against the fp8 floor.
 //
 //   ./paged_decode_bench --benchmark_counters_tabular=true
 //
@@ -16,6 +18,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "bench_support.cuh"
@@ -29,6 +32,7 @@ using bench::fill_random;
 using radix_attention::BlockTableView;
 using radix_attention::PagedKvCacheView;
 using bf16 = __nv_bfloat16;
+using fp8 = __nv_fp8_e4m3;
 
 constexpr int kQHeads = 32;
 constexpr int kKvHeads = 8;
@@ -124,13 +128,17 @@ void BM_ceiling_read_only(benchmark::State& state) {
   g_read_ceiling_gbps = state.counters["GB/s"];
 }
 
+/// TKv: the cache element type (bf16, or fp8 e4m3 read with bf16 queries and per-head scales).
+template <class TKv = bf16>
 void BM_paged_decode(benchmark::State& state, int num_seqs, int ctx, int block_size,
                      int gather_heads = 0, bool hnd = false) {
   const int blocks_per_seq = (ctx + block_size - 1) / block_size;
   const int num_blocks = num_seqs * blocks_per_seq;
   const std::size_t kv_elems = std::size_t(num_blocks) * block_size * kKvHeads * kHeadDim;
-  DeviceArray<bf16> k(kv_elems), v(kv_elems), q(std::size_t(num_seqs) * kQHeads * kHeadDim),
+  DeviceArray<TKv> k(kv_elems), v(kv_elems);
+  DeviceArray<bf16> q(std::size_t(num_seqs) * kQHeads * kHeadDim),
       out(std::size_t(num_seqs) * kQHeads * kHeadDim);
+  DeviceArray<float> scales(std::vector<float>(kKvHeads, 1.f / 448.f));
   DeviceArray<float> lse(std::size_t(num_seqs) * kQHeads);
   fill_random<<<4096, 256>>>(k.ptr, kv_elems, 1);
   fill_random<<<4096, 256>>>(v.ptr, kv_elems, 2);
@@ -144,7 +152,7 @@ void BM_paged_decode(benchmark::State& state, int num_seqs, int ctx, int block_s
   std::vector<std::int32_t> lens(num_seqs, ctx);
   DeviceArray<std::int32_t> d_table(table), d_lens(lens);
 
-  PagedKvCacheView<bf16> cache{k.ptr, v.ptr, num_blocks, block_size, kKvHeads, kHeadDim};
+  PagedKvCacheView<TKv> cache{k.ptr, v.ptr, num_blocks, block_size, kKvHeads, kHeadDim};
   if (hnd) {  // the same arrays read as [blocks, heads, block, dim] (16-byte-unit slots)
     cache.head_stride = std::int64_t{block_size} * kHeadDim;
     cache.token_stride = kHeadDim;
@@ -152,6 +160,9 @@ void BM_paged_decode(benchmark::State& state, int num_seqs, int ctx, int block_s
   }
   BlockTableView tables{d_table.ptr, d_lens.ptr, num_seqs, blocks_per_seq, blocks_per_seq, ctx};
   radix_attention::PagedDecodeOptions options;
+  if constexpr (std::is_same_v<TKv, fp8>) {
+    options.kv_scales = {scales.ptr, scales.ptr, radix_attention::KvScaleMode::kPerHead};
+  }
   if (const char* splits = std::getenv("RADIX_ATTENTION_BENCH_SPLITS")) {
     options.num_splits = std::atoi(splits);
   }
@@ -160,8 +171,8 @@ void BM_paged_decode(benchmark::State& state, int num_seqs, int ctx, int block_s
   DeviceArray<unsigned char> ws(std::max<std::size_t>(ws_bytes, 16));
   state.counters["splits"] =
       radix_attention::paged_decode_num_splits(kQHeads, cache, tables, options);
-  const double bytes = 2.0 * double(num_seqs) * ctx * kKvHeads * kHeadDim * sizeof(bf16);
-  if (gather_heads > 0) {
+  const double bytes = 2.0 * double(num_seqs) * ctx * kKvHeads * kHeadDim * sizeof(TKv);
+  if (std::is_same_v<TKv, bf16> && gather_heads > 0) {
     DeviceArray<unsigned> sink(1);
     const dim3 grid(kKvHeads / gather_heads, num_seqs, gather_heads);
     timed_loop(state, bytes, [&] {
@@ -204,6 +215,12 @@ void register_all() {
                                std::to_string(s.ctx) + "_bs" + std::to_string(bs);
       benchmark::RegisterBenchmark(
           name.c_str(), [=](benchmark::State& st) { BM_paged_decode(st, s.seqs, s.ctx, bs); })
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+      // S1-S3 over an fp8 cache: floor = half the bf16 bytes (S1: 119.5 us on the H200).
+      benchmark::RegisterBenchmark(
+          ("BM_paged_decode_fp8/" + name.substr(name.find('/') + 1)).c_str(),
+          [=](benchmark::State& st) { BM_paged_decode<fp8>(st, s.seqs, s.ctx, bs); })
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);
     }

@@ -5,7 +5,9 @@
 // before each iteration (the batches are near the 50 MB L2); the plan upload happens once,
 // outside the timing. Counters: median_us, floor_us (the batch's unique bytes at the read-only
 // ceiling measured by this process, bench::measured_read_ceiling_gbps; read_ceiling_gbps), and
-// paged_decode on the same batch (full block tables, no sharing).
+// paged_decode on the same batch (full block tables, no sharing). BM_radix_decode_fp8/<case>:
+// the shared-prefix cases over an fp8 e4m3 cache (per-head scales); its floor_us is that of the
+// fp8 bytes (half).
 //
 //   ./radix_decode_bench --benchmark_counters_tabular=true
 
@@ -33,6 +35,7 @@ using namespace radix_attention;
 using bench::DeviceArray;
 using bench::fill_random;
 using bf16 = __nv_bfloat16;
+using fp8 = __nv_fp8_e4m3;
 
 constexpr int kQHeads = 32;
 constexpr int kKvHeads = 8;
@@ -270,6 +273,45 @@ void BM_radix_decode(benchmark::State& state, Shape shape, bool share) {
   state.counters["items"] = device_plan.summary().num_items;
 }
 
+/// fp8 e4m3 K/V for a fixture's batch (random codes, per-head scales).
+struct Fp8Cache {
+  DeviceArray<fp8> k, v;
+  DeviceArray<float> scales;
+  PagedKvCacheView<fp8> cache;
+
+  explicit Fp8Cache(const Fixture& f)
+      : k(static_cast<std::size_t>(f.batch.num_blocks) * kBlock * kKvHeads * kHeadDim),
+        v(static_cast<std::size_t>(f.batch.num_blocks) * kBlock * kKvHeads * kHeadDim),
+        scales(std::vector<float>(kKvHeads, 1.f / 448.f)) {
+    const std::size_t kv =
+        static_cast<std::size_t>(f.batch.num_blocks) * kBlock * kKvHeads * kHeadDim;
+    fill_random<<<1024, 256>>>(k.ptr, kv, 4);
+    fill_random<<<1024, 256>>>(v.ptr, kv, 5);
+    RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+    cache = {k.ptr, v.ptr, f.batch.num_blocks, kBlock, kKvHeads, kHeadDim};
+  }
+};
+
+/// The shared-prefix cases over an fp8 cache: the same plans as BM_radix_decode.
+void BM_radix_decode_fp8(benchmark::State& state, Shape shape) {
+  const Fixture f(shape);
+  const Fp8Cache c(f);
+  const RadixPlan plan =
+      make_plan(f.batch, true, static_cast<int>(state.range(0)), static_cast<int>(state.range(1)));
+  const DeviceRadixPlan device_plan = upload_plan(f, plan);
+  const std::size_t ws = radix_decode_workspace_bytes(device_plan, kQHeads, kHeadDim);
+  DeviceArray<unsigned char> work(ws);
+  RadixDecodeOptions options;
+  options.kv_scales = {c.scales.ptr, c.scales.ptr, KvScaleMode::kPerHead};
+  timed_loop(state, f, [&] {
+    radix_decode(f.q.ptr, kQHeads, c.cache, f.view, device_plan, f.out.ptr, nullptr, work.ptr, ws,
+                 nullptr, options);
+  });
+  // timed_loop's floor is that of the bf16 bytes; the fp8 cache holds half of them.
+  state.counters["floor_us"] = state.counters["floor_us"].value / 2;
+  state.counters["chunks"] = plan.num_chunks();
+}
+
 /// The plan the batch planner builds for the batch (what an engine gets), for this device's
 /// SMs and PlannerOptions::ctas_per_sm = state.range(0) (0: the default); state.range(1) = 1:
 /// a batch-invariant plan (PlannerOptions::deterministic).
@@ -329,6 +371,12 @@ void register_all() {
         ->UseManualTime()
         ->Iterations(100)
         ->Unit(benchmark::kMicrosecond);
+    if (c.shape.queries.front().size() == 2) {  // S4-S6, the shared-prefix cases
+      auto* fb = benchmark::RegisterBenchmark(
+          (std::string("BM_radix_decode_fp8/") + c.name).c_str(), BM_radix_decode_fp8, c.shape);
+      for (auto [s, p] : c.chunks) fb->Args({s, p});
+      fb->UseManualTime()->Iterations(100)->Unit(benchmark::kMicrosecond);
+    }
   }
   // Parts of the first case alone: its shared prefix (no private suffix), its private suffixes.
   for (auto [name, shape] : std::vector<std::pair<const char*, Shape>>{

@@ -24,15 +24,16 @@
 namespace radix_attention {
 
 /**
- * @brief Tensor-core radix decode (T = __half or __nv_bfloat16); launch with
- * RadixMmaTraits<T, HEAD_DIM>::kThreads threads and kSmemBytes of dynamic shared memory.
+ * @brief Tensor-core radix decode (T = __half or __nv_bfloat16; cache TKv = T or
+ * __nv_fp8_e4m3); launch with RadixMmaTraits<T, HEAD_DIM, TKv>::kThreads threads and
+ * kSmemBytes of dynamic shared memory.
  */
-template <class T, int HEAD_DIM>
-__global__ void __launch_bounds__(detail::RadixMmaTraits<T, HEAD_DIM>::kThreads, 1)
-    radix_decode_mma_kernel(const detail::RadixKernelParams<T> p) {
+template <class T, int HEAD_DIM, class TKv = T>
+__global__ void __launch_bounds__(detail::RadixMmaTraits<T, HEAD_DIM, TKv>::kThreads, 1)
+    radix_decode_mma_kernel(const detail::RadixKernelParams<T, TKv> p) {
   static_assert(DTypeTraits<T>::is_16bit, "the tensor-core path takes 16-bit inputs");
   extern __shared__ __align__(16) unsigned char radix_smem[];
-  const detail::RadixMmaSmem<T, HEAD_DIM> sm(radix_smem);
+  const detail::RadixMmaSmem<T, HEAD_DIM, TKv> sm(radix_smem);
   detail::allow_dependent_launch();  // the merge may take the SMs this grid leaves free
   const int total =
       p.total_work >= 0 ? p.total_work : p.plan.header[detail::kHeaderNumItems] * p.num_kv_heads;

@@ -14,6 +14,14 @@
 ///   radix_attention::paged_decode(q, num_q_heads, cache, tables, out, lse, workspace, bytes,
 ///                                 stream);
 /// @endcode
+/// An fp8 e4m3 cache (written by kv_append) takes the same call with a
+/// `PagedKvCacheView<__nv_fp8_e4m3>` and its scales in the options (q and out stay bf16 / half):
+/// @code
+///   radix_attention::PagedDecodeOptions options;
+///   options.kv_scales = {d_k_scale, d_v_scale, radix_attention::KvScaleMode::kPerHead};
+///   radix_attention::paged_decode(q, num_q_heads, fp8_cache, tables, out, lse, workspace, bytes,
+///                                 stream, options);
+/// @endcode
 
 #include <cuda_runtime_api.h>
 
@@ -29,9 +37,12 @@
 #include "radix_attention/core/device_query.cuh"
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/core/error.hpp"
+#include "radix_attention/core/fp8.cuh"
+#include "radix_attention/core/kv_scales.hpp"
 #include "radix_attention/core/views.hpp"
 #include "radix_attention/kernels/paged_decode.cuh"
 #include "radix_attention/ops/detail/decode_checks.hpp"
+#include "radix_attention/ops/detail/kv_scale_checks.hpp"
 #include "radix_attention/ops/detail/kv_slot_code.cuh"
 #include "radix_attention/ops/merge_states.cuh"
 
@@ -47,6 +58,9 @@ struct PagedDecodeOptions {
   /// PrefillBatchView); a multiple of 16 bytes.
   std::int64_t q_row_stride = 0;
   std::int64_t out_row_stride = 0;  ///< elements between rows of out; 0 = dense, as q's
+  /// Dequantisation scales of an fp8 e4m3 cache (core/kv_scales.hpp; null pointers mean 1);
+  /// must stay null for a 16-bit or float cache.
+  KvScales kv_scales{};
 };
 
 namespace detail {
@@ -55,23 +69,28 @@ inline constexpr int kMaxDecodeSplits = 128;
 // A split shorter than this spends more on its pipeline fill and merge row than it saves.
 inline constexpr int kMinSplitTokens = 256;
 
-/// A kernel instance and its launch shape.
-template <class T>
+/// A kernel instance and its launch shape (T: query / output type, TKv: cache element type).
+template <class T, class TKv = T>
 struct PagedDecodeKernelInfo {
-  void (*kernel)(PagedDecodeParams<T>);
+  void (*kernel)(PagedDecodeParams<T, TKv>);
   int threads;
   int smem_bytes;
   int rows_per_cta;
 };
 
-/// THE dispatch point: (T, head_dim) -> kernel instance. Instantiated combinations:
+/// THE dispatch point: (T, TKv, head_dim) -> kernel instance. Instantiated combinations:
 /// {__half, __nv_bfloat16} x {64, 128, 256} on tensor cores, {float} x {64, 128, 256} on CUDA
-/// cores. The GQA group size is a runtime value in both (rows of the CTA), not a template.
-template <class T>
-PagedDecodeKernelInfo<T> select_paged_decode_kernel(int head_dim) {
-  auto make = [](auto d) -> PagedDecodeKernelInfo<T> {
+/// cores, and for an fp8 e4m3 cache (TKv) {__half, __nv_bfloat16} queries x {64, 128, 256} on
+/// tensor cores, instantiated only where a caller passes an fp8 cache. The GQA group size is a
+/// runtime value in all (rows of the CTA), not a template.
+template <class T, class TKv = T>
+PagedDecodeKernelInfo<T, TKv> select_paged_decode_kernel(int head_dim) {
+  auto make = [](auto d) -> PagedDecodeKernelInfo<T, TKv> {
     constexpr int D = decltype(d)::value;
-    if constexpr (DTypeTraits<T>::is_16bit) {
+    if constexpr (std::is_same_v<TKv, __nv_fp8_e4m3>) {
+      using Tr = PagedDecodeTcTraits<T, D, TKv>;
+      return {&paged_decode_tc_kernel<T, D, TKv>, Tr::kThreads, Tr::kSmemBytes, Tr::kRows};
+    } else if constexpr (DTypeTraits<T>::is_16bit) {
       using Tr = PagedDecodeTcTraits<T, D>;
       return {&paged_decode_tc_kernel<T, D>, Tr::kThreads, Tr::kSmemBytes, Tr::kRows};
     } else {
@@ -84,8 +103,8 @@ PagedDecodeKernelInfo<T> select_paged_decode_kernel(int head_dim) {
 
 /// Raises the instance's dynamic shared-memory limit (once per device) and returns how many of
 /// its CTAs fit on one SM. Setting the attribute twice from racing threads is harmless.
-template <class T>
-int configure_and_occupancy(const PagedDecodeKernelInfo<T>& info, int device) {
+template <class T, class TKv>
+int configure_and_occupancy(const PagedDecodeKernelInfo<T, TKv>& info, int device) {
   RADIX_ATTENTION_CUDA_CHECK(cudaFuncSetAttribute(
       info.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, info.smem_bytes));
   int ctas = 0;
@@ -96,9 +115,9 @@ int configure_and_occupancy(const PagedDecodeKernelInfo<T>& info, int device) {
   return ctas;
 }
 
-template <class T>
-int cached_occupancy(const PagedDecodeKernelInfo<T>& info, int head_dim, int device) {
-  // One slot per (head_dim, device); T is part of the template, so of the cache's identity.
+template <class T, class TKv>
+int cached_occupancy(const PagedDecodeKernelInfo<T, TKv>& info, int head_dim, int device) {
+  // One slot per (head_dim, device); T, TKv are part of the template, so of the cache's identity.
   static std::array<std::atomic<int>, 3 * kMaxCachedDevices> cache{};
   const int index = (head_dim / 64 == 4 ? 2 : head_dim / 64 - 1) * kMaxCachedDevices + device;
   if (device < kMaxCachedDevices && cache[index].load(std::memory_order_relaxed) > 0) {
@@ -126,10 +145,19 @@ void validate_paged_decode_shapes(int num_q_heads, const PagedKvCacheView<T>& ca
   expects(options.num_splits >= 0 && options.num_splits <= kMaxDecodeSplits, "options.num_splits",
           options.num_splits, "must be in [0, 128] (0 = automatic)");
   expects(options.num_sms >= 0, "options.num_sms", options.num_sms, "must be >= 0");
-  const std::int64_t row_elems = static_cast<std::int64_t>(num_q_heads) * cache.head_dim;
-  checked_row_stride<T>("options.q_row_stride", options.q_row_stride, row_elems);
-  checked_row_stride<T>("options.out_row_stride", options.out_row_stride, row_elems);
   (void)kv_slot_code(cache);  // throws for a layout the kernels cannot address
+  check_read_scales<T>(options.kv_scales, "options.kv_scales");
+}
+
+/// Query heads one CTA computes for a cache of element type TKv: the tensor-core kernels' rows
+/// for 16-bit and fp8 caches, whatever the query type (the split plan needs no kernel instance).
+template <class TKv>
+int decode_rows_per_cta(int head_dim) {
+  if constexpr (std::is_same_v<TKv, __nv_fp8_e4m3>) {
+    return PagedDecodeTcTraits<__nv_bfloat16, 64, TKv>::kRows;
+  } else {
+    return select_paged_decode_kernel<TKv>(head_dim).rows_per_cta;
+  }
 }
 
 /// Split-KV plan. Splits only when there are fewer work items than SMs, then into as few
@@ -144,19 +172,19 @@ int plan_num_splits(int num_q_heads, const PagedKvCacheView<T>& cache, const Blo
                     const PagedDecodeOptions& options) {
   if (options.num_splits > 0) return options.num_splits;
   if (tables.num_seqs == 0) return 1;
-  const PagedDecodeKernelInfo<T> info = select_paged_decode_kernel<T>(cache.head_dim);
+  const int rows_per_cta = decode_rows_per_cta<T>(cache.head_dim);
   const long long sms = options.num_sms > 0 ? options.num_sms : device_sm_count(current_device());
   const int group = num_q_heads / cache.num_kv_heads;
   const long long items = static_cast<long long>(tables.num_seqs) * cache.num_kv_heads *
-                          ((group + info.rows_per_cta - 1) / info.rows_per_cta);
+                          ((group + rows_per_cta - 1) / rows_per_cta);
   if (items >= sms) return 1;
   const long long max_ctx =
       tables.max_context_len >= 0
           ? tables.max_context_len
           : static_cast<long long>(tables.max_blocks_per_seq) * cache.block_size;
   const long long by_length = std::max(1LL, max_ctx / kMinSplitTokens);
-  return static_cast<int>(std::min(
-      {(sms + items - 1) / items, by_length, static_cast<long long>(kMaxDecodeSplits)}));
+  return static_cast<int>(
+      std::min({(sms + items - 1) / items, by_length, static_cast<long long>(kMaxDecodeSplits)}));
 }
 
 inline std::size_t align_up(std::size_t bytes, std::size_t alignment) {
@@ -207,11 +235,18 @@ std::size_t paged_decode_workspace_bytes(int num_q_heads, const PagedKvCacheView
  * of sequence s, with kvh = h / (num_q_heads / num_kv_heads) (GQA / MQA). Accumulation is in
  * float. A sequence with context length 0 gets out = 0 and lse = -inf.
  *
+ * An fp8 e4m3 cache (TKv = __nv_fp8_e4m3, T = __half or __nv_bfloat16) is read with the
+ * scales of options.kv_scales: the result is attention over the dequantised cache
+ * (stored * scale, core/kv_scales.hpp), computed from exact 16-bit copies of the stored values
+ * with the K scale folded into the softmax scale and the V scale into the output. Scales are
+ * device data: they must be positive and finite (bounds-check builds trap otherwise).
+ *
  * @param q [num_seqs, num_q_heads, head_dim] of T, device, 16-byte aligned; rows
  *        options.q_row_stride elements apart (0 = dense), heads dense within a row.
  * @param num_q_heads query heads, a multiple of cache.num_kv_heads.
- * @param cache K/V caches; head_dim in {64, 128, 256}; k, v 16-byte aligned; any layout through
- *        the view's strides (NHD, HND, combined; multiples of 16 bytes).
+ * @param cache K/V caches of TKv (T, or __nv_fp8_e4m3 for 16-bit T); head_dim in {64, 128,
+ *        256}; k, v 16-byte aligned; any layout through the view's strides (NHD, HND,
+ *        combined; multiples of 16 bytes).
  * @param tables block tables + context lengths (device); every block id a sequence uses must
  *        be in [0, num_blocks) and every context length in [0, max_blocks_per_seq *
  *        block_size]. These are device data, not read here: check them with
@@ -224,17 +259,25 @@ std::size_t paged_decode_workspace_bytes(int num_q_heads, const PagedKvCacheView
  *        (may be nullptr when that is 0). Never allocated here.
  * @param workspace_bytes its size.
  * @param stream stream to launch on (the split-KV merge follows on the same stream).
- * @param options scale, split override, SM count override, q / out row strides.
- * @throw InvalidArgument on a null or misaligned pointer or invalid shapes; CapacityError if the
+ * @param options scale, split override, SM count override, q / out row strides, fp8 scales.
+ * @throw InvalidArgument on a null or misaligned pointer or invalid shapes (scales given for a
+ *        cache that is not fp8, a bad scale mode or a misaligned scale); CapacityError if the
  *        workspace is too small; CudaError if a CUDA call fails. Nothing is launched on a throw.
  */
-template <class T>
-void paged_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
+template <class T, class TKv>
+void paged_decode(const T* q, int num_q_heads, const PagedKvCacheView<TKv>& cache,
                   const BlockTableView& tables, T* out, float* lse, void* workspace,
                   std::size_t workspace_bytes, cudaStream_t stream,
                   const PagedDecodeOptions& options = {}) {
   static_assert(is_supported_dtype_v<T>, "paged_decode: T must be float, __half or __nv_bfloat16");
+  static_assert(
+      std::is_same_v<TKv, T> || (std::is_same_v<TKv, __nv_fp8_e4m3> && DTypeTraits<T>::is_16bit),
+      "paged_decode: the cache holds T, or fp8 e4m3 with __half / __nv_bfloat16 q");
   detail::validate_paged_decode_shapes(num_q_heads, cache, tables, options);
+  // Row strides in elements of the query type (the cache may hold another type).
+  const std::int64_t q_row_elems = static_cast<std::int64_t>(num_q_heads) * cache.head_dim;
+  detail::checked_row_stride<T>("options.q_row_stride", options.q_row_stride, q_row_elems);
+  detail::checked_row_stride<T>("options.out_row_stride", options.out_row_stride, q_row_elems);
   if (tables.num_seqs == 0) return;
   detail::check_decode_pointers(q, out, cache, tables, lse, /*reads_context_lens=*/true);
 
@@ -248,12 +291,12 @@ void paged_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
     expects(detail::is_aligned16(workspace), "workspace", workspace, "must be 16-byte aligned");
   }
 
-  const detail::PagedDecodeKernelInfo<T> info =
-      detail::select_paged_decode_kernel<T>(cache.head_dim);
+  const detail::PagedDecodeKernelInfo<T, TKv> info =
+      detail::select_paged_decode_kernel<T, TKv>(cache.head_dim);
   const int device = detail::current_device();
   (void)detail::cached_occupancy(info, cache.head_dim, device);  // sets the smem limit once
 
-  PagedDecodeParams<T> p{};
+  PagedDecodeParams<T, TKv> p{};
   p.q = q;
   p.k_cache = cache.k;
   p.v_cache = cache.v;
@@ -276,6 +319,9 @@ void paged_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
   p.num_splits = splits;
   const float scale = options.scale != 0.f ? options.scale : 1.f / std::sqrt(float(cache.head_dim));
   p.scale_log2 = scale * 1.4426950408889634f;
+  p.k_scale = options.kv_scales.k_scale;
+  p.v_scale = options.kv_scales.v_scale;
+  p.scale_head_step = options.kv_scales.mode == KvScaleMode::kPerHead ? 1 : 0;
   if (splits > 1) {
     auto* base = static_cast<unsigned char*>(workspace);
     p.partial_out = reinterpret_cast<float*>(base);

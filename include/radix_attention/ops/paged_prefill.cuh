@@ -8,6 +8,8 @@
 ///   radix_attention::PrefillBatchView batch{d_qo_indptr, total_q, max_q_len};
 ///   radix_attention::paged_prefill(q, num_q_heads, batch, cache, tables, out, lse, stream);
 /// @endcode
+/// An fp8 e4m3 cache takes the same call with its scales in options.kv_scales (q and out stay
+/// __half / __nv_bfloat16); it runs on the mma.sync kernels.
 
 #include <cuda_runtime_api.h>
 
@@ -16,15 +18,19 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "radix_attention/core/cuda_check.cuh"
 #include "radix_attention/core/device_query.cuh"
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/core/error.hpp"
+#include "radix_attention/core/fp8.cuh"
+#include "radix_attention/core/kv_scales.hpp"
 #include "radix_attention/core/views.hpp"
 #include "radix_attention/kernels/detail/arch_probe.cuh"
 #include "radix_attention/kernels/paged_prefill.cuh"
 #include "radix_attention/ops/detail/decode_checks.hpp"
+#include "radix_attention/ops/detail/kv_scale_checks.hpp"
 
 namespace radix_attention {
 
@@ -35,6 +41,9 @@ struct PagedPrefillOptions {
   /// Use the Hopper wgmma kernels (16-bit inputs, head_dim 64 / 128) where the device runs an
   /// sm_90a image; false keeps the mma.sync kernels everywhere (for comparisons).
   bool allow_wgmma = true;
+  /// Dequantisation scales of an fp8 e4m3 cache (core/kv_scales.hpp; null pointers mean 1);
+  /// must stay null for a 16-bit or float cache.
+  KvScales kv_scales{};
 };
 
 namespace detail {
@@ -54,10 +63,10 @@ void raise_smem_limit_once(int device) {
   }
 }
 
-/// A prefill kernel instance and its launch shape.
-template <class T>
+/// A prefill kernel instance and its launch shape (T: query / output type, TKv: cache type).
+template <class T, class TKv = T>
 struct PagedPrefillKernelInfo {
-  void (*kernel)(PagedPrefillParams<T>);
+  void (*kernel)(PagedPrefillParams<T, TKv>);
   void (*configure)(int device);  ///< raise_smem_limit_once of this instance
   int threads;
   int smem_bytes;
@@ -66,42 +75,49 @@ struct PagedPrefillKernelInfo {
 
 /// The info of instance `Kernel`, launched with THREADS threads and SMEM_BYTES of dynamic
 /// shared memory, computing ROWS rows per CTA.
-template <class T, auto Kernel, int THREADS, int SMEM_BYTES, int ROWS>
-PagedPrefillKernelInfo<T> prefill_kernel_info() {
+template <class T, class TKv, auto Kernel, int THREADS, int SMEM_BYTES, int ROWS>
+PagedPrefillKernelInfo<T, TKv> prefill_kernel_info() {
   return {Kernel, &raise_smem_limit_once<Kernel, SMEM_BYTES>, THREADS, SMEM_BYTES, ROWS};
 }
 
-/// THE dispatch point of the prefill family: (T, head_dim, Hopper image) -> kernel instance.
-/// Instantiated: {__half, __nv_bfloat16} x {64, 128} on wgmma (sm_90a image) and x {64, 128,
-/// 256} on mma.sync (sm_80+), float x {64, 128, 256} on CUDA cores. The GQA group size is a
-/// runtime value (rows of a tile), not a template argument.
-template <class T>
-PagedPrefillKernelInfo<T> select_paged_prefill_kernel(int head_dim, bool wgmma) {
-  auto make = [wgmma](auto d) -> PagedPrefillKernelInfo<T> {
+/// THE dispatch point of the prefill family: (T, TKv, head_dim, Hopper image) -> kernel
+/// instance. Instantiated: {__half, __nv_bfloat16} x {64, 128} on wgmma (sm_90a image) and x
+/// {64, 128, 256} on mma.sync (sm_80+), float x {64, 128, 256} on CUDA cores; an fp8 e4m3
+/// cache with {__half, __nv_bfloat16} queries x {64, 128, 256} on mma.sync only, instantiated
+/// where a caller passes one. The GQA group size is a runtime value (rows of a tile).
+template <class T, class TKv = T>
+PagedPrefillKernelInfo<T, TKv> select_paged_prefill_kernel(int head_dim, bool wgmma) {
+  auto make = [wgmma](auto d) -> PagedPrefillKernelInfo<T, TKv> {
     constexpr int D = decltype(d)::value;
-    if constexpr (DTypeTraits<T>::is_16bit) {
+    if constexpr (std::is_same_v<TKv, __nv_fp8_e4m3>) {
+      (void)wgmma;
+      using Tr = PrefillMmaTraits<T, D, TKv>;
+      return prefill_kernel_info<T, TKv, &paged_prefill_mma_kernel<T, D, TKv>, Tr::kThreads,
+                                 static_cast<int>(Tr::kSmemBytes), Tr::kRows>();
+    } else if constexpr (DTypeTraits<T>::is_16bit) {
       if constexpr (D <= 128) {
         if (wgmma) {
           using Tr = PrefillWgmmaTraits<T, D>;
-          return prefill_kernel_info<T, &paged_prefill_wgmma_kernel<T, D>, Tr::kThreads,
+          return prefill_kernel_info<T, T, &paged_prefill_wgmma_kernel<T, D>, Tr::kThreads,
                                      static_cast<int>(Tr::kSmemBytes), Tr::kRows>();
         }
       }
       using Tr = PrefillMmaTraits<T, D>;
-      return prefill_kernel_info<T, &paged_prefill_mma_kernel<T, D>, Tr::kThreads,
+      return prefill_kernel_info<T, T, &paged_prefill_mma_kernel<T, D>, Tr::kThreads,
                                  static_cast<int>(Tr::kSmemBytes), Tr::kRows>();
     } else {
-      return prefill_kernel_info<T, &paged_prefill_simt_kernel<D>, PrefillSimtTraits::kThreads, 0,
-                                 PrefillSimtTraits::kRows>();
+      return prefill_kernel_info<T, T, &paged_prefill_simt_kernel<D>, PrefillSimtTraits::kThreads,
+                                 0, PrefillSimtTraits::kRows>();
     }
   };
   return dispatch_head_dim(head_dim, make);
 }
 
 /// Every check that needs no device pointer: heads, cache, layout, tables, batch, options.
-template <class T>
+/// T: query / output type, TKv: cache element type.
+template <class T, class TKv>
 void validate_paged_prefill_shapes(int num_q_heads, const PrefillBatchView& batch,
-                                   const PagedKvCacheView<T>& cache, const BlockTableView& tables,
+                                   const PagedKvCacheView<TKv>& cache, const BlockTableView& tables,
                                    const PagedPrefillOptions& options) {
   check_heads_and_cache(num_q_heads, cache);
   // Requests are grid.z of the launch, hence at most 65535 of them.
@@ -119,6 +135,7 @@ void validate_paged_prefill_shapes(int num_q_heads, const PrefillBatchView& batc
   expects(cache.num_kv_heads <= 65535, "cache.num_kv_heads", cache.num_kv_heads,
           "must be <= 65535 (grid.y)");
   expects(std::isfinite(options.scale), "options.scale", options.scale, "must be finite");
+  check_read_scales<TKv>(options.kv_scales, "options.kv_scales");
 }
 
 }  // namespace detail
@@ -133,6 +150,12 @@ void validate_paged_prefill_shapes(int num_q_heads, const PrefillBatchView& batc
  * (options.causal) or [0, kv_len) without it. A row that sees no token gets out = 0 and
  * lse = -inf. Accumulation is in float; 16-bit inputs run on tensor cores.
  *
+ * An fp8 e4m3 cache (TKv = __nv_fp8_e4m3, T = __half or __nv_bfloat16) is read with the
+ * scales of options.kv_scales: the result is attention over the dequantised cache
+ * (stored * scale, core/kv_scales.hpp), with the K scale folded into the softmax scale and the
+ * V scale into the output; it runs on the mma.sync kernels (not the wgmma ones), correct but
+ * not tuned. Scales are device data: positive and finite (bounds-check builds trap otherwise).
+ *
  * @param q [total_q rows, num_q_heads, head_dim] of T (rows batch.q_row_stride apart), device,
  *        16-byte aligned.
  * @param num_q_heads query heads, a multiple of cache.num_kv_heads.
@@ -140,31 +163,34 @@ void validate_paged_prefill_shapes(int num_q_heads, const PrefillBatchView& batc
  *        total_q, every q_len <= max_q_len) and the host-known sizes. These are device data the
  *        launcher does not read: RADIX_ATTENTION_KERNEL_BOUNDS_CHECK makes the kernel trap on
  *        inconsistent ones.
- * @param cache K/V (any layout through the view's strides, 16-byte multiples); head_dim in
- *        {64, 128, 256}.
+ * @param cache K/V of TKv (T, or __nv_fp8_e4m3 for 16-bit T; any layout through the view's
+ *        strides, 16-byte multiples); head_dim in {64, 128, 256}.
  * @param tables block tables + context lengths (device), as for paged_decode.
  * @param out like q (rows batch.out_row_stride apart), written for every row.
  * @param lse [total_q, num_q_heads] float natural-log LSE of the scaled scores, or nullptr.
  * @param stream stream to launch on.
- * @param options softmax scale and mask.
+ * @param options softmax scale, mask, fp8 scales.
  * @throw InvalidArgument on a null or misaligned pointer or invalid shapes; CudaError if a CUDA
  *        call fails. Nothing is launched on a throw.
  */
-template <class T>
+template <class T, class TKv>
 void paged_prefill(const T* q, int num_q_heads, const PrefillBatchView& batch,
-                   const PagedKvCacheView<T>& cache, const BlockTableView& tables, T* out,
+                   const PagedKvCacheView<TKv>& cache, const BlockTableView& tables, T* out,
                    float* lse, cudaStream_t stream, const PagedPrefillOptions& options = {}) {
   static_assert(is_supported_dtype_v<T>, "paged_prefill: T must be float, __half or __nv_bfloat16");
-  detail::validate_paged_prefill_shapes(num_q_heads, batch, cache, tables, options);
+  static_assert(
+      std::is_same_v<TKv, T> || (std::is_same_v<TKv, __nv_fp8_e4m3> && DTypeTraits<T>::is_16bit),
+      "paged_prefill: the cache holds T, or fp8 e4m3 with __half / __nv_bfloat16 q");
+  detail::validate_paged_prefill_shapes<T>(num_q_heads, batch, cache, tables, options);
   if (tables.num_seqs == 0 || batch.total_q == 0 || batch.max_q_len == 0) return;
   detail::check_decode_pointers(q, out, cache, tables, lse, /*reads_context_lens=*/true);
   expects(batch.qo_indptr != nullptr, "batch.qo_indptr", "nullptr", "must be a device pointer");
 
   const int device = detail::current_device();
-  const bool wgmma =
-      DTypeTraits<T>::is_16bit && options.allow_wgmma && detail::image_has_wgmma(device);
-  const detail::PagedPrefillKernelInfo<T> info =
-      detail::select_paged_prefill_kernel<T>(cache.head_dim, wgmma);
+  const bool wgmma = DTypeTraits<T>::is_16bit && std::is_same_v<TKv, T> && options.allow_wgmma &&
+                     detail::image_has_wgmma(device);
+  const detail::PagedPrefillKernelInfo<T, TKv> info =
+      detail::select_paged_prefill_kernel<T, TKv>(cache.head_dim, wgmma);
   const int group = num_q_heads / cache.num_kv_heads;
   const std::int64_t tiles =
       (static_cast<std::int64_t>(batch.max_q_len) * group + info.rows_per_cta - 1) /
@@ -175,7 +201,7 @@ void paged_prefill(const T* q, int num_q_heads, const PrefillBatchView& batch,
 
   const std::int64_t row_elems = static_cast<std::int64_t>(num_q_heads) * cache.head_dim;
   const KvStrides strides = resolved_strides(cache);
-  detail::PagedPrefillParams<T> p{};
+  detail::PagedPrefillParams<T, TKv> p{};
   p.q = q;
   p.out = out;
   p.lse = lse;
@@ -196,6 +222,9 @@ void paged_prefill(const T* q, int num_q_heads, const PrefillBatchView& batch,
   const float scale = options.scale != 0.f ? options.scale : 1.f / std::sqrt(float(cache.head_dim));
   p.scale_log2 = scale * 1.4426950408889634f;
   p.causal = options.causal;
+  p.k_scale = options.kv_scales.k_scale;
+  p.v_scale = options.kv_scales.v_scale;
+  p.scale_head_step = options.kv_scales.mode == KvScaleMode::kPerHead ? 1 : 0;
 
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(cache.num_kv_heads),
                   static_cast<unsigned>(tables.num_seqs));

@@ -3,7 +3,8 @@
 /// Host launcher of radix (shared-prefix) decode attention: executes an uploaded RadixPlan
 /// (DeviceRadixPlan) with one radix kernel launch, then one merge_states launch (a programmatic
 /// dependent of the radix kernel) combines each query's partial states into its output row.
-/// Every argument is checked before anything is launched.
+/// Every argument is checked before anything is launched. An fp8 e4m3 cache (written by
+/// kv_append) is read with options.kv_scales; q and out stay __half / __nv_bfloat16.
 
 #include <cuda_runtime_api.h>
 
@@ -20,9 +21,12 @@
 #include "radix_attention/core/device_query.cuh"
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/core/error.hpp"
+#include "radix_attention/core/fp8.cuh"
+#include "radix_attention/core/kv_scales.hpp"
 #include "radix_attention/core/views.hpp"
 #include "radix_attention/kernels/radix_decode.cuh"
 #include "radix_attention/ops/detail/decode_checks.hpp"
+#include "radix_attention/ops/detail/kv_scale_checks.hpp"
 #include "radix_attention/ops/detail/kv_slot_code.cuh"
 #include "radix_attention/ops/device_radix_plan.cuh"
 #include "radix_attention/ops/merge_states.cuh"
@@ -45,28 +49,32 @@ struct RadixDecodeOptions {
   /// PrefillBatchView); a multiple of 16 bytes.
   std::int64_t q_row_stride = 0;
   std::int64_t out_row_stride = 0;  ///< elements between rows of out; 0 = dense, as q's
+  /// Dequantisation scales of an fp8 e4m3 cache (core/kv_scales.hpp; null pointers mean 1);
+  /// must stay null for a 16-bit or float cache.
+  KvScales kv_scales{};
 };
 
 namespace detail {
 
-/// A radix kernel instance and its launch shape.
-template <class T>
+/// A radix kernel instance and its launch shape (T: query / output type, TKv: cache type).
+template <class T, class TKv = T>
 struct RadixKernelInfo {
-  void (*kernel)(RadixKernelParams<T>);
+  void (*kernel)(RadixKernelParams<T, TKv>);
   int threads;
   int smem_bytes;
 };
 
-/// THE dispatch point: (T, head_dim) -> kernel instance. Instantiated: {__half, __nv_bfloat16}
-/// x {64, 128, 256} on tensor cores; {float} x {64, 128, 256} on CUDA cores. The GQA group
-/// size is a runtime value (rows of a work item).
-template <class T>
-RadixKernelInfo<T> select_radix_kernel(int head_dim) {
-  auto make = [](auto d) -> RadixKernelInfo<T> {
+/// THE dispatch point: (T, TKv, head_dim) -> kernel instance. Instantiated: {__half,
+/// __nv_bfloat16} x {64, 128, 256} on tensor cores; {float} x {64, 128, 256} on CUDA cores;
+/// for an fp8 e4m3 cache, {__half, __nv_bfloat16} queries x {64, 128, 256} on tensor cores,
+/// only where a caller passes one. The GQA group size is a runtime value (rows of a work item).
+template <class T, class TKv = T>
+RadixKernelInfo<T, TKv> select_radix_kernel(int head_dim) {
+  auto make = [](auto d) -> RadixKernelInfo<T, TKv> {
     constexpr int D = decltype(d)::value;
     if constexpr (DTypeTraits<T>::is_16bit) {
-      using Tr = RadixMmaTraits<T, D>;
-      return {&radix_decode_mma_kernel<T, D>, Tr::kThreads, static_cast<int>(Tr::kSmemBytes)};
+      using Tr = RadixMmaTraits<T, D, TKv>;
+      return {&radix_decode_mma_kernel<T, D, TKv>, Tr::kThreads, static_cast<int>(Tr::kSmemBytes)};
     } else {
       return {&radix_decode_simt_kernel<T, D>, RadixSimtTraits::kThreads, 0};
     }
@@ -76,8 +84,8 @@ RadixKernelInfo<T> select_radix_kernel(int head_dim) {
 
 /// Raises the instance's shared-memory limit and returns its resident CTAs per SM x SMs,
 /// once per (instance, device).
-template <class T>
-int radix_grid_slots(const RadixKernelInfo<T>& info, int head_dim) {
+template <class T, class TKv>
+int radix_grid_slots(const RadixKernelInfo<T, TKv>& info, int head_dim) {
   constexpr int kDevices = 64;
   static std::array<std::atomic<int>, 3 * kDevices> cache{};
   const int device = current_device();
@@ -106,12 +114,13 @@ inline std::size_t radix_align256(std::size_t bytes) { return (bytes + 255) / 25
 /**
  * @brief The current device as a BatchPlanner sizes its split-KV chunks for it: the SM count
  * and the CTAs per SM the radix-decode kernel for (T, head_dim) keeps resident (their product
- * is the grid of a fixed_grid launch: one wave).
+ * is the grid of a fixed_grid launch: one wave). TKv: the cache element type (T, or
+ * __nv_fp8_e4m3 for an fp8 cache read with 16-bit queries T).
  * @throw InvalidArgument for an unsupported head_dim; CudaError if a CUDA query fails.
  */
-template <class T>
+template <class T, class TKv = T>
 DeviceShape radix_decode_device_shape(int head_dim) {
-  const detail::RadixKernelInfo<T> info = detail::select_radix_kernel<T>(head_dim);
+  const detail::RadixKernelInfo<T, TKv> info = detail::select_radix_kernel<T, TKv>(head_dim);
   const int slots = detail::radix_grid_slots(info, head_dim);
   const int sms = detail::device_sm_count(detail::current_device());
   return DeviceShape{sms, slots / sms};
@@ -142,11 +151,14 @@ inline std::size_t radix_decode_workspace_bytes(const DeviceRadixPlan& plan, int
 namespace detail {
 
 /// Checks everything that does not need the plan: shapes, scale, pointers and alignment.
-template <class T>
-void validate_radix_decode_args(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
+template <class T, class TKv>
+void validate_radix_decode_args(const T* q, int num_q_heads, const PagedKvCacheView<TKv>& cache,
                                 const BlockTableView& tables, const T* out, const float* lse,
                                 const RadixDecodeOptions& options) {
   static_assert(is_supported_dtype_v<T>, "radix_decode: T must be float, __half or __nv_bfloat16");
+  static_assert(
+      std::is_same_v<TKv, T> || (std::is_same_v<TKv, __nv_fp8_e4m3> && DTypeTraits<T>::is_16bit),
+      "radix_decode: the cache holds T, or fp8 e4m3 with __half / __nv_bfloat16 q");
   check_decode_shapes(num_q_heads, cache, tables, NumSeqsLimit{INT32_MAX, "must be >= 0"});
   expects(std::isfinite(options.scale) && options.scale >= 0.f, "options.scale", options.scale,
           "must be finite and >= 0 (0 = 1 / sqrt(head_dim))");
@@ -154,6 +166,7 @@ void validate_radix_decode_args(const T* q, int num_q_heads, const PagedKvCacheV
   checked_row_stride<T>("options.q_row_stride", options.q_row_stride, row_elems);
   checked_row_stride<T>("options.out_row_stride", options.out_row_stride, row_elems);
   (void)kv_slot_code(cache);  // throws for a layout the kernels cannot address
+  check_read_scales<TKv>(options.kv_scales, "options.kv_scales");
   if (tables.num_seqs == 0) return;
   check_decode_pointers(q, out, cache, tables, lse, /*reads_context_lens=*/false);
 }
@@ -171,8 +184,15 @@ void validate_radix_decode_args(const T* q, int num_q_heads, const PagedKvCacheV
  * @param q [num_queries, num_q_heads, head_dim] of T, device, 16-byte aligned; rows
  *        options.q_row_stride elements apart (0 = dense), heads dense within a row.
  * @param num_q_heads query heads, a multiple of cache.num_kv_heads.
- * @param cache K/V caches; head_dim in {64, 128, 256}; k, v 16-byte aligned; any layout through
- *        the view's strides (NHD, HND, combined; multiples of 16 bytes).
+ * An fp8 e4m3 cache (TKv = __nv_fp8_e4m3, T = __half or __nv_bfloat16) is read with the
+ * scales of options.kv_scales: the result is attention over the dequantised cache
+ * (stored * scale, core/kv_scales.hpp), with the K scale folded into the softmax scale and the
+ * V scale into the output. Scales are device data: positive and finite (bounds-check builds
+ * trap otherwise). Plan its chunks with radix_decode_device_shape<T, __nv_fp8_e4m3>.
+ *
+ * @param cache K/V caches of TKv (T, or __nv_fp8_e4m3 for 16-bit T); head_dim in
+ *        {64, 128, 256}; k, v 16-byte aligned; any layout through the view's strides (NHD,
+ *        HND, combined; multiples of 16 bytes).
  * @param tables the batch's block tables (device; row q belongs to query q). Block ids are not
  *        read here (see validate_block_tables); context_lens are not read by the kernel.
  * @param plan plan uploaded for this batch (plan.num_queries == tables.num_seqs, group size
@@ -184,7 +204,7 @@ void validate_radix_decode_args(const T* q, int num_q_heads, const PagedKvCacheV
  *        aligned; never allocated here.
  * @param workspace_bytes its size.
  * @param stream stream of the radix kernel and of the merge that follows it.
- * @param options scale, fixed grid, expected batch fingerprint, q / out row strides.
+ * @param options scale, fixed grid, expected batch fingerprint, q / out row strides, fp8 scales.
  * @throw InvalidArgument on null/misaligned pointers, bad shapes or a plan that does not match
  *        the batch; StateError if the plan was never uploaded or its fingerprint is stale;
  *        CapacityError if the workspace is too small; CudaError if a launch fails.
@@ -198,15 +218,15 @@ namespace detail {
 /// persistent grid that reads the count from the plan's header. Partial ids are bounded by the
 /// plan buffer's capacity (`capacity_partials`), which (unlike the plan's count) a captured
 /// launch replayed with a later plan still matches.
-template <class T>
-void launch_radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
+template <class T, class TKv>
+void launch_radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<TKv>& cache,
                          const BlockTableView& tables, const RadixPlanView& plan_view,
                          std::int64_t capacity_partials, const std::int32_t* query_partial_indptr,
                          const std::int32_t* query_partials, int num_queries, int total_work,
                          T* out, float* lse, void* workspace, cudaStream_t stream,
                          const RadixDecodeOptions& options) {
-  const RadixKernelInfo<T> info = select_radix_kernel<T>(cache.head_dim);
-  RadixKernelParams<T> p{};
+  const RadixKernelInfo<T, TKv> info = select_radix_kernel<T, TKv>(cache.head_dim);
+  RadixKernelParams<T, TKv> p{};
   p.q = q;
   p.k_cache = cache.k;
   p.v_cache = cache.v;
@@ -229,6 +249,9 @@ void launch_radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>&
   const float scale =
       options.scale != 0.f ? options.scale : 1.f / std::sqrt(static_cast<float>(cache.head_dim));
   p.scale_log2 = scale * 1.4426950408889634f;
+  p.k_scale = options.kv_scales.k_scale;
+  p.v_scale = options.kv_scales.v_scale;
+  p.scale_head_step = options.kv_scales.mode == KvScaleMode::kPerHead ? 1 : 0;
   p.total_work = total_work;
   const unsigned grid = total_work < 0
                             ? static_cast<unsigned>(radix_grid_slots(info, cache.head_dim))
@@ -245,8 +268,8 @@ void launch_radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>&
 
 }  // namespace detail
 
-template <class T>
-void radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<T>& cache,
+template <class T, class TKv>
+void radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<TKv>& cache,
                   const BlockTableView& tables, const DeviceRadixPlan& plan, T* out, float* lse,
                   void* workspace, std::size_t workspace_bytes, cudaStream_t stream,
                   const RadixDecodeOptions& options = {}) {

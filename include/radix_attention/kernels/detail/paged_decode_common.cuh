@@ -15,11 +15,12 @@
 namespace radix_attention {
 
 /// @brief Device-side arguments of the paged decode kernels (built by ops/paged_decode.cuh).
-template <class T>
+/// T is the query / output type, TKv the cache element type (T, or __nv_fp8_e4m3 with scales).
+template <class T, class TKv = T>
 struct PagedDecodeParams {
-  const T* q;        ///< [num_seqs rows (q_row_stride apart), num_q_heads, head_dim]
-  const T* k_cache;  ///< [num_blocks, block_size, num_kv_heads, head_dim] through `kv`
-  const T* v_cache;
+  const T* q;          ///< [num_seqs rows (q_row_stride apart), num_q_heads, head_dim]
+  const TKv* k_cache;  ///< [num_blocks, block_size, num_kv_heads, head_dim] through `kv`
+  const TKv* v_cache;
   const std::int32_t* block_tables;  ///< [num_seqs, row_stride]
   const std::int32_t* context_lens;  ///< [num_seqs]
   T* out;              ///< [num_seqs rows (out_row_stride apart), num_q_heads, head_dim] (1 split)
@@ -39,6 +40,9 @@ struct PagedDecodeParams {
   int head_chunks;  ///< CTAs along one group: ceil(group_size / rows per CTA)
   int num_splits;
   float scale_log2;  ///< softmax scale * log2(e): scores live in the base-2 domain in-kernel
+  const float* k_scale = nullptr;  ///< fp8 cache: dequantisation scales (core/kv_scales.hpp)
+  const float* v_scale = nullptr;
+  int scale_head_step = 0;  ///< 0: one scale per tensor, 1: one per kv head
 };
 
 namespace detail {
@@ -54,8 +58,8 @@ __device__ __forceinline__ void split_range(int ctx, int split, int num_splits, 
 }
 
 /// Context length of `seq`, checked against the table's capacity in bounds-check builds.
-template <class T>
-__device__ __forceinline__ int context_length(const PagedDecodeParams<T>& p, int seq) {
+template <class T, class TKv>
+__device__ __forceinline__ int context_length(const PagedDecodeParams<T, TKv>& p, int seq) {
   const int ctx = p.context_lens[seq];
   RADIX_ATTENTION_DEVICE_CHECK_BOUNDS(ctx >= 0 && static_cast<long long>(ctx) <=
                                                       static_cast<long long>(p.max_blocks_per_seq) *
@@ -64,8 +68,9 @@ __device__ __forceinline__ int context_length(const PagedDecodeParams<T>& p, int
 }
 
 /// Slot (kv_slot) of token `token` given its block id; kv_slot_offset gives its rows.
-template <class T>
-__device__ __forceinline__ int token_slot(const PagedDecodeParams<T>& p, int block, int token) {
+template <class T, class TKv>
+__device__ __forceinline__ int token_slot(const PagedDecodeParams<T, TKv>& p, int block,
+                                          int token) {
   RADIX_ATTENTION_DEVICE_CHECK_BOUNDS(block >= 0 && block < p.num_blocks);
   return kv_slot(p.kv, block, token % p.block_size);
 }
@@ -90,10 +95,10 @@ struct EpilogueSmem {
 /// rows [0, rows) of one work item: the final output (T) + LSE when num_splits == 1, else the
 /// float partial state of split `split`. An item that saw no token writes zeros and LSE = -inf.
 /// Ends with a barrier, so the scratch may be reused right after.
-template <class T, int kWarps, int kRows, int D, int kThreads>
+template <class T, int kWarps, int kRows, int D, int kThreads, class TKv>
 __device__ void combine_warps_and_store(const float (*out)[kRows][D],
                                         EpilogueStats<kWarps, kRows>& s,
-                                        const PagedDecodeParams<T>& p, int seq, int split,
+                                        const PagedDecodeParams<T, TKv>& p, int seq, int split,
                                         int head0, int rows) {
   const int tid = threadIdx.x;
   if (tid < kRows) {

@@ -10,10 +10,20 @@
 /// online-softmax state, merged across warps in the epilogue. The physical slots of upcoming
 /// tokens are looked up one tile ahead of their copies (block-table reads never stall a copy),
 /// so block_size 1 streams as fast as block_size 16.
+///
+/// An fp8 e4m3 cache (TKv = __nv_fp8_e4m3) streams half the bytes per token into row-major
+/// fp8 stages; after a stage lands each warp dequantises the 16 K and V rows it reads
+/// (kernels/detail/fp8_dequant.cuh) into one 16-bit tile that the same mainloop reads, the K
+/// scale folded into the softmax scale and the V scale into the output. The rows are the warp's
+/// own, so a __syncwarp orders the conversion before the reads: no CTA barrier is added.
+
+#include <cuda_fp8.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "radix_attention/kernels/detail/cp_async.cuh"
+#include "radix_attention/kernels/detail/fp8_dequant.cuh"
 #include "radix_attention/kernels/detail/mma.cuh"
 #include "radix_attention/kernels/detail/paged_decode_common.cuh"
 
@@ -24,8 +34,9 @@
 
 namespace radix_attention::detail {
 
-/// Compile-time configuration of the tensor-core decode kernel for element type T, head_dim D.
-template <class T, int D>
+/// Compile-time configuration of the tensor-core decode kernel for query / output type T,
+/// head_dim D and cache element type TKv (T or __nv_fp8_e4m3).
+template <class T, int D, class TKv = T>
 struct PagedDecodeTcTraits {
   static_assert(D % 64 == 0, "head_dim must be a multiple of 64 (16-byte chunks, 8-way swizzle)");
   static constexpr int kWarps = 4;
@@ -33,21 +44,32 @@ struct PagedDecodeTcTraits {
   static constexpr int kRows = 16;        // query heads per CTA: the MMA's M
   static constexpr int kWarpTokens = 16;  // tokens per warp per tile: the P*V MMA's K
   static constexpr int kTileTokens = kWarps * kWarpTokens;
-  static constexpr int kChunks = D / 8;  // 16-byte chunks per K/V row
+  static constexpr int kChunks = D / 8;  // 16-byte chunks per 16-bit row (Q, dequantised K/V)
+  static constexpr bool kFp8 = std::is_same_v<TKv, __nv_fp8_e4m3>;
+  static_assert(kFp8 || std::is_same_v<TKv, T>, "the cache holds T or fp8 e4m3");
+  static constexpr int kKvChunks = D * static_cast<int>(sizeof(TKv)) / 16;  // per cache row
+  static constexpr int kKvChunkElems = 16 / static_cast<int>(sizeof(TKv));
   // Enough bytes in flight per SM to cover DRAM latency with 2 CTAs/SM at D <= 128 (96 KB each)
-  // and 1 CTA/SM at D = 256 (128 KB); more stages would only lower occupancy.
+  // and 1 CTA/SM at D = 256 (128 KB); more stages would only lower occupancy. An fp8 stage is
+  // half as large, so one more stage keeps about as many bytes in flight (D = 128: 4 x 16 KB
+  // stages + the 32 KB dequantised tile, still 2 CTAs/SM; D = 256: 3 x 32 KB + 64 KB, 1 CTA).
   static constexpr int kStages =
-      D >= 256 ? 2 : (D >= 128 ? RADIX_ATTENTION_DECODE_TC_STAGES_128 : 4);
+      kFp8 ? (D >= 256 ? 3 : 4)
+           : (D >= 256 ? 2 : (D >= 128 ? RADIX_ATTENTION_DECODE_TC_STAGES_128 : 4));
   static constexpr int kTileElems = kTileTokens * D;
-  static constexpr int kStageBytes = 2 * kTileElems * static_cast<int>(sizeof(T));
+  static constexpr int kStageBytes = 2 * kTileElems * static_cast<int>(sizeof(TKv));
   static constexpr int kSlotRing = kStages + 1;  // slots of tiles i .. i + kStages
   static constexpr int kPipeBytes = kStages * kStageBytes;
+  // fp8: the dequantised K and V tile the mainloop reads, right after the stages.
+  static constexpr int kDequantBytes = kFp8 ? 2 * kTileElems * static_cast<int>(sizeof(T)) : 0;
   static constexpr int kQBytes = kRows * D * static_cast<int>(sizeof(T));
-  static constexpr int kSmemBytes = kPipeBytes + kQBytes + kSlotRing * kTileTokens * 4;
+  static constexpr int kSmemBytes =
+      kPipeBytes + kDequantBytes + kQBytes + kSlotRing * kTileTokens * 4;
   // Queries stay in registers up to D = 128; at D = 256 they would push the 128 float output
   // accumulators into spills, so they are re-read from shared memory each tile instead.
   static constexpr bool kQInRegs = D <= 128;
-  static_assert(sizeof(EpilogueSmem<kWarps, kRows, D>) <= kPipeBytes, "epilogue scratch");
+  static_assert(sizeof(EpilogueSmem<kWarps, kRows, D>) <= kPipeBytes + kDequantBytes,
+                "epilogue scratch");
 };
 
 /// Element offset of 16-byte chunk `chunk` of row `row` in a swizzled [rows][D] tile: the chunk
@@ -57,16 +79,23 @@ __device__ __forceinline__ int swz(int row, int chunk) {
   return row * D + ((chunk ^ (row & 7)) << 3);
 }
 
-template <class T, int D>
-__global__ void __launch_bounds__(PagedDecodeTcTraits<T, D>::kThreads)
-    paged_decode_tc_kernel(const PagedDecodeParams<T> p) {
-  using Tr = PagedDecodeTcTraits<T, D>;
+/// The swizzled 16-bit tile layout of swz, for the fp8 dequantisation.
+template <int D>
+struct DecodeTileLayout {
+  __device__ __forceinline__ static int offset(int row, int chunk) { return swz<D>(row, chunk); }
+};
+
+template <class T, int D, class TKv = T>
+__global__ void __launch_bounds__(PagedDecodeTcTraits<T, D, TKv>::kThreads)
+    paged_decode_tc_kernel(const PagedDecodeParams<T, TKv> p) {
+  using Tr = PagedDecodeTcTraits<T, D, TKv>;
   constexpr int S = Tr::kStages;
   constexpr int TK = Tr::kTileTokens;
   extern __shared__ __align__(128) unsigned char smem[];
-  T* kv_smem = reinterpret_cast<T*>(smem);
-  T* q_smem = reinterpret_cast<T*>(smem + Tr::kPipeBytes);
-  int* slot_ring = reinterpret_cast<int*>(smem + Tr::kPipeBytes + Tr::kQBytes);
+  TKv* kv_smem = reinterpret_cast<TKv*>(smem);
+  T* dequant_smem = reinterpret_cast<T*>(smem + Tr::kPipeBytes);  // fp8 only
+  T* q_smem = reinterpret_cast<T*>(smem + Tr::kPipeBytes + Tr::kDequantBytes);
+  int* slot_ring = reinterpret_cast<int*>(smem + Tr::kPipeBytes + Tr::kDequantBytes + Tr::kQBytes);
 
   const int tid = threadIdx.x;
   allow_dependent_launch();
@@ -111,18 +140,28 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D>::kThreads)
       slot_ring[(tile % Tr::kSlotRing) * TK + tid] = token < end ? token_slot(p, block, token) : -1;
     }
   };
+  // Shared element offset of 16-byte chunk c of staged row r: the swizzled tile for a 16-bit
+  // cache, the row-major staging tile for fp8.
+  auto stage_offset = [](int r, int c) {
+    if constexpr (Tr::kFp8) {
+      return Fp8StagingLayout<D>::offset(r, c);
+    } else {
+      return swz<D>(r, c);
+    }
+  };
   auto issue_tile = [&](int tile) {
     if (tile < num_tiles) {
-      T* k_dst = kv_smem + (tile % S) * 2 * Tr::kTileElems;
-      T* v_dst = k_dst + Tr::kTileElems;
+      TKv* k_dst = kv_smem + (tile % S) * 2 * Tr::kTileElems;
+      TKv* v_dst = k_dst + Tr::kTileElems;
       const int* slots = slot_ring + (tile % Tr::kSlotRing) * TK;
-      const int c = tid % Tr::kChunks;
+      const int c = tid % Tr::kKvChunks;
 #pragma unroll
-      for (int r = tid / Tr::kChunks; r < TK; r += Tr::kThreads / Tr::kChunks) {
+      for (int r = tid / Tr::kKvChunks; r < TK; r += Tr::kThreads / Tr::kKvChunks) {
         const int slot = slots[r];
-        const long long offset = slot < 0 ? 0 : kv_slot_offset(p.kv, slot, kv_head) + c * 8;
-        cp_async_16_zfill(k_dst + swz<D>(r, c), p.k_cache + offset, slot >= 0);
-        cp_async_16_zfill(v_dst + swz<D>(r, c), p.v_cache + offset, slot >= 0);
+        const long long offset =
+            slot < 0 ? 0 : kv_slot_offset(p.kv, slot, kv_head) + c * Tr::kKvChunkElems;
+        cp_async_16_zfill(k_dst + stage_offset(r, c), p.k_cache + offset, slot >= 0);
+        cp_async_16_zfill(v_dst + stage_offset(r, c), p.v_cache + offset, slot >= 0);
       }
     }
     cp_async_commit();  // empty groups keep the wait_group arithmetic uniform
@@ -159,6 +198,12 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D>::kThreads)
     for (int kk = 0; kk < D / 16; ++kk) load_q(q_frag[kk], kk);
   }
 
+  // fp8: q . (k_scale K) = k_scale (q . K), so the K scale joins the softmax scale.
+  float scale_log2 = p.scale_log2;
+  if constexpr (Tr::kFp8) {
+    scale_log2 *= load_kv_scale(p.k_scale, p.scale_head_step, kv_head);
+  }
+
   float o_acc[D / 8][4];
 #pragma unroll
   for (int j = 0; j < D / 8; ++j) o_acc[j][0] = o_acc[j][1] = o_acc[j][2] = o_acc[j][3] = 0.f;
@@ -173,7 +218,23 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D>::kThreads)
     next_block = load_block(tile + S + 1);
     issue_tile(tile + S - 1);
 
-    const T* k_tile = kv_smem + (tile % S) * 2 * Tr::kTileElems;
+    const T* k_tile;
+    if constexpr (Tr::kFp8) {
+      // Rows [wrow, wrow + 16) of K and V: the only rows this warp's ldmatrix loads read, and
+      // read by no other warp. The stage landed for every thread at the barrier above, and this
+      // warp finished reading its previous 16-bit rows before that barrier.
+      const auto* staged = reinterpret_cast<const unsigned char*>(
+          kv_smem + (tile % S) * 2 * Tr::kTileElems + wrow * D);
+      static_assert(Tr::kWarpTokens % 8 == 0, "a warp's rows start on a swizzle period");
+      using Rows = DecodeTileLayout<D>;
+      dequant_e4m3_tile<T, D, Tr::kWarpTokens, 32, Rows>(staged, dequant_smem + wrow * D, lane);
+      dequant_e4m3_tile<T, D, Tr::kWarpTokens, 32, Rows>(
+          staged + Tr::kTileElems, dequant_smem + Tr::kTileElems + wrow * D, lane);
+      __syncwarp();
+      k_tile = dequant_smem;
+    } else {
+      k_tile = kv_smem + (tile % S) * 2 * Tr::kTileElems;
+    }
     const T* v_tile = k_tile + Tr::kTileElems;
 
     // S = Q K^T for this warp's 16 tokens: two n-tiles of 8 tokens.
@@ -201,7 +262,7 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D>::kThreads)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const bool valid = token0 + nt * 8 + (e & 1) < end;
-        score[nt][e] = valid ? score[nt][e] * p.scale_log2 : -INFINITY;
+        score[nt][e] = valid ? score[nt][e] * scale_log2 : -INFINITY;
         tile_max[e >> 1] = fmaxf(tile_max[e >> 1], score[nt][e]);
       }
     }
@@ -245,6 +306,16 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D>::kThreads)
           b, v_tile + swz<D>(wrow + (lane & 7) + (((lane >> 3) & 1) << 3), 2 * jj + (lane >> 4)));
       mma_m16n8k16<T>(o_acc[2 * jj], pa, b[0], b[1]);
       mma_m16n8k16<T>(o_acc[2 * jj + 1], pa, b[2], b[3]);
+    }
+  }
+
+  // fp8: P (v_scale V) = v_scale (P V).
+  if constexpr (Tr::kFp8) {
+    const float v_scale = load_kv_scale(p.v_scale, p.scale_head_step, kv_head);
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o_acc[j][e] *= v_scale;
     }
   }
 

@@ -5,20 +5,29 @@
 /// multi-stage cp.async pipeline; each K/V tile is loaded once and applied to all 64 rows.
 /// Composed from the tile engine: paged_tile_loader (gathers), mma_attention_warp (QK^T,
 /// online softmax, PV), attention_epilogue (normalise, stage, store).
+///
+/// An fp8 e4m3 cache (TKv) runs here too (the wgmma kernels take 16-bit caches only): its
+/// tiles are staged as row-major fp8 and each landed stage is dequantised into one 16-bit tile
+/// the same mainloop reads (kernels/detail/fp8_dequant.cuh), at the cost of a conversion pass
+/// and a barrier per tile. Correct, not tuned: prefill is compute-bound, and reading fp8 saves
+/// it little.
 
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <type_traits>
 
 #include "radix_attention/kernels/detail/attention_epilogue.cuh"
 #include "radix_attention/kernels/detail/cp_async.cuh"
+#include "radix_attention/kernels/detail/fp8_dequant.cuh"
 #include "radix_attention/kernels/detail/mma_attention_warp.cuh"
 #include "radix_attention/kernels/detail/paged_tile_loader.cuh"
 #include "radix_attention/kernels/detail/prefill_params.cuh"
 
 namespace radix_attention::detail {
 
-template <class T, int HEAD_DIM>
+template <class T, int HEAD_DIM, class TKv = T>
 struct PrefillMmaTraits {
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
@@ -32,35 +41,47 @@ struct PrefillMmaTraits {
   static constexpr bool kQInRegisters = HEAD_DIM <= 128;
   static constexpr int kTileElems = kTile * HEAD_DIM;
   static constexpr std::size_t kSmemQ = std::size_t{kRows} * HEAD_DIM * sizeof(T);
-  static constexpr std::size_t kSmemKV = std::size_t{kStages} * 2 * kTileElems * sizeof(T);
+  static constexpr bool kFp8 = std::is_same_v<TKv, __nv_fp8_e4m3>;
+  static_assert(kFp8 || std::is_same_v<TKv, T>, "the cache holds T or fp8 e4m3");
+  static constexpr std::size_t kSmemKV = std::size_t{kStages} * 2 * kTileElems * sizeof(TKv);
+  /// fp8: the dequantised K and V tile, right after the stages.
+  static constexpr std::size_t kSmemDequant = kFp8 ? std::size_t{2} * kTileElems * sizeof(T) : 0;
   static constexpr std::size_t kSmemOffsets = std::size_t{kStages} * kTile * sizeof(long long);
-  static constexpr std::size_t kSmemBytes = kSmemQ + kSmemKV + kSmemOffsets;
+  static constexpr std::size_t kSmemBytes = kSmemQ + kSmemKV + kSmemDequant + kSmemOffsets;
+  /// Where the loader puts a staged chunk: swizzled for ldmatrix, or row-major fp8.
+  using StageLayout =
+      std::conditional_t<kFp8, Fp8StagingLayout<HEAD_DIM>, RowSwizzled<T, HEAD_DIM>>;
 };
 
-/// The CTA's shared memory: Q tile, K/V stages, the stages' token offsets.
-template <class T, int HEAD_DIM>
+/// The CTA's shared memory: Q tile, K/V stages, (fp8) the dequantised tile, the stages' token
+/// offsets.
+template <class T, int HEAD_DIM, class TKv = T>
 struct PrefillMmaSmem {
-  using Traits = PrefillMmaTraits<T, HEAD_DIM>;
+  using Traits = PrefillMmaTraits<T, HEAD_DIM, TKv>;
   T* q;
-  T* kv;
+  TKv* kv;
+  T* dequant;
   long long* offsets;
   __device__ explicit PrefillMmaSmem(unsigned char* base)
       : q(reinterpret_cast<T*>(base)),
-        kv(reinterpret_cast<T*>(base + Traits::kSmemQ)),
-        offsets(reinterpret_cast<long long*>(base + Traits::kSmemQ + Traits::kSmemKV)) {}
-  __device__ T* k_stage(int s) const { return kv + s * 2 * Traits::kTileElems; }
-  __device__ T* v_stage(int s) const { return kv + (s * 2 + 1) * Traits::kTileElems; }
+        kv(reinterpret_cast<TKv*>(base + Traits::kSmemQ)),
+        dequant(reinterpret_cast<T*>(base + Traits::kSmemQ + Traits::kSmemKV)),
+        offsets(reinterpret_cast<long long*>(base + Traits::kSmemQ + Traits::kSmemKV +
+                                             Traits::kSmemDequant)) {}
+  __device__ TKv* k_stage(int s) const { return kv + s * 2 * Traits::kTileElems; }
+  __device__ TKv* v_stage(int s) const { return kv + (s * 2 + 1) * Traits::kTileElems; }
 };
 
 /// Streams keys [0, t.kv_end) through the pipeline; leaves O (unnormalised) and the softmax
 /// state of this warp's 16 rows in registers.
-template <class T, int HEAD_DIM>
-__device__ __forceinline__ void prefill_mma_mainloop(const PagedPrefillParams<T>& p,
+template <class T, int HEAD_DIM, class TKv>
+__device__ __forceinline__ void prefill_mma_mainloop(const PagedPrefillParams<T, TKv>& p,
                                                      const PrefillTile& t,
-                                                     const PrefillMmaSmem<T, HEAD_DIM>& sm,
+                                                     const PrefillMmaSmem<T, HEAD_DIM, TKv>& sm,
                                                      float (&o)[HEAD_DIM / 8][4],
                                                      WarpSoftmax& softmax) {
-  using Traits = PrefillMmaTraits<T, HEAD_DIM>;
+  using Traits = PrefillMmaTraits<T, HEAD_DIM, TKv>;
+  using StageLayout = typename Traits::StageLayout;
   constexpr int kTile = Traits::kTile;
   constexpr int kStages = Traits::kStages;
   const int tid = threadIdx.x;
@@ -85,10 +106,15 @@ __device__ __forceinline__ void prefill_mma_mainloop(const PagedPrefillParams<T>
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < num_tiles) {
-      load_paged_kv_tile<T, HEAD_DIM, kTile, Traits::kThreads>(
+      load_paged_kv_tile<TKv, HEAD_DIM, kTile, Traits::kThreads, StageLayout>(
           sm.k_stage(s), sm.v_stage(s), p.k_cache, p.v_cache, sm.offsets + s * kTile, tid);
     }
     cp_async_commit();
+  }
+  // fp8: q . (k_scale K) = k_scale (q . K), so the K scale joins the softmax scale.
+  float scale_log2 = p.scale_log2;
+  if constexpr (Traits::kFp8) {
+    scale_log2 *= load_kv_scale(p.k_scale, p.scale_head_step, t.kv_head);
   }
 
   // This lane's two rows (g, g + 8 of the warp's 16) and the keys each may see.
@@ -100,7 +126,7 @@ __device__ __forceinline__ void prefill_mma_mainloop(const PagedPrefillParams<T>
   }
   const MmaTileAddressing<T, HEAD_DIM> ad(lane);
   const unsigned q_slab = smem_addr(sm.q) + warp * 16 * ad.kRowBytes;
-  constexpr unsigned kStageBytes = 2 * Traits::kTileElems * sizeof(T);
+  constexpr unsigned kStageBytes = 2 * Traits::kTileElems * sizeof(TKv);
   unsigned qf[Traits::kQInRegisters ? HEAD_DIM / 16 : 1][4];
 
   for (int n = 0; n < num_tiles; ++n) {
@@ -115,7 +141,7 @@ __device__ __forceinline__ void prefill_mma_mainloop(const PagedPrefillParams<T>
     const int ahead = n + kStages - 1;
     if (ahead < num_tiles) {
       const int s = ahead % kStages;
-      load_paged_kv_tile<T, HEAD_DIM, kTile, Traits::kThreads>(
+      load_paged_kv_tile<TKv, HEAD_DIM, kTile, Traits::kThreads, StageLayout>(
           sm.k_stage(s), sm.v_stage(s), p.k_cache, p.v_cache, sm.offsets + s * kTile, tid);
     }
     cp_async_commit();
@@ -123,7 +149,17 @@ __device__ __forceinline__ void prefill_mma_mainloop(const PagedPrefillParams<T>
     long long next_offset = -1;
     if (tid < kTile && n + kStages < num_tiles) next_offset = offset_of(n + kStages);
 
-    const unsigned stage_addr = smem_addr(sm.kv) + (n % kStages) * kStageBytes;
+    unsigned stage_addr = smem_addr(sm.kv) + (n % kStages) * kStageBytes;
+    if constexpr (Traits::kFp8) {
+      // The previous tile's readers passed the barrier above, so the 16-bit tile is free.
+      const auto* staged = reinterpret_cast<const unsigned char*>(sm.k_stage(n % kStages));
+      using Dst = RowSwizzled<T, HEAD_DIM>;
+      static_assert(kTile % 8 == 0, "K and V convert as one tile of 2 kTile rows");
+      dequant_e4m3_tile<T, HEAD_DIM, 2 * kTile, Traits::kThreads, Dst>(staged, sm.dequant, tid);
+      __syncthreads();
+      stage_addr = smem_addr(sm.dequant);
+    }
+    constexpr unsigned kTileBytes = 2 * Traits::kTileElems * sizeof(T);  // K + V as read
     float s[kTile / 8][4];
     warp_qk<T, HEAD_DIM, kTile>(s, stage_addr, ad, [&](int d, unsigned(&a)[4]) {
       if constexpr (Traits::kQInRegisters) {
@@ -134,25 +170,34 @@ __device__ __forceinline__ void prefill_mma_mainloop(const PagedPrefillParams<T>
       }
     });
     if ((n + 1) * kTile > t.diag) mask_scores(s, n * kTile, limit, lane);
-    softmax.update(s, o, p.scale_log2);
-    warp_pv<T, HEAD_DIM, kTile>(o, s, stage_addr + kStageBytes / 2, ad);
+    softmax.update(s, o, scale_log2);
+    warp_pv<T, HEAD_DIM, kTile>(o, s, stage_addr + kTileBytes / 2, ad);
 
     if (tid < kTile) sm.offsets[(n % kStages) * kTile + tid] = next_offset;
   }
   cp_async_wait<0>();
+  // fp8: P (v_scale V) = v_scale (P V).
+  if constexpr (Traits::kFp8) {
+    const float v_scale = load_kv_scale(p.v_scale, p.scale_head_step, t.kv_head);
+#pragma unroll
+    for (int f = 0; f < HEAD_DIM / 8; ++f) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[f][e] *= v_scale;
+    }
+  }
   softmax.finish();
 }
 
-template <class T, int HEAD_DIM>
-__global__ void __launch_bounds__(PrefillMmaTraits<T, HEAD_DIM>::kThreads, 2)
-    paged_prefill_mma_kernel(const PagedPrefillParams<T> p) {
-  using Traits = PrefillMmaTraits<T, HEAD_DIM>;
+template <class T, int HEAD_DIM, class TKv = T>
+__global__ void __launch_bounds__(PrefillMmaTraits<T, HEAD_DIM, TKv>::kThreads, 2)
+    paged_prefill_mma_kernel(const PagedPrefillParams<T, TKv> p) {
+  using Traits = PrefillMmaTraits<T, HEAD_DIM, TKv>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   // Tiles in reverse: under a causal mask the last rows see the most keys, so they start first.
   const PrefillTile t = prefill_tile(p, blockIdx.z, blockIdx.y,
                                      static_cast<int>(gridDim.x - 1 - blockIdx.x), Traits::kRows);
   if (t.rows <= 0) return;
-  const PrefillMmaSmem<T, HEAD_DIM> sm(smem_raw);
+  const PrefillMmaSmem<T, HEAD_DIM, TKv> sm(smem_raw);
   float o[HEAD_DIM / 8][4];
 #pragma unroll
   for (int f = 0; f < HEAD_DIM / 8; ++f) o[f][0] = o[f][1] = o[f][2] = o[f][3] = 0.f;

@@ -11,13 +11,14 @@
 
 namespace radix_attention::detail {
 
-template <class T>
+/// T: query / output type; TKv: cache element type (T, or __nv_fp8_e4m3 with scales).
+template <class T, class TKv = T>
 struct PagedPrefillParams {
   const T* q;                        ///< [total_q rows (q_row_stride), num_q_heads, head_dim]
   T* out;                            ///< [total_q rows (out_row_stride), num_q_heads, head_dim]
   float* lse;                        ///< [total_q, num_q_heads] natural log, or nullptr
-  const T* k_cache;                  ///< paged K, addressed through `layout`
-  const T* v_cache;                  ///< paged V, same layout
+  const TKv* k_cache;                ///< paged K, addressed through `layout`
+  const TKv* v_cache;                ///< paged V, same layout
   const std::int32_t* qo_indptr;     ///< [num_seqs + 1] CSR over the packed query rows
   const std::int32_t* block_tables;  ///< [num_seqs, table_stride]
   const std::int32_t* context_lens;  ///< [num_seqs]: cached prefix + new tokens
@@ -30,8 +31,11 @@ struct PagedPrefillParams {
   int group_size;  ///< num_q_heads / num_kv_heads
   int max_blocks_per_seq;
   int num_blocks;
-  float scale_log2;  ///< softmax scale x log2(e): exponentials are taken base 2
-  bool causal;       ///< query i of q_len sees keys < kv_len - q_len + i + 1
+  float scale_log2;                ///< softmax scale x log2(e): exponentials are taken base 2
+  bool causal;                     ///< query i of q_len sees keys < kv_len - q_len + i + 1
+  const float* k_scale = nullptr;  ///< fp8 cache: dequantisation scales (core/kv_scales.hpp)
+  const float* v_scale = nullptr;
+  int scale_head_step = 0;  ///< 0: one scale per tensor, 1: one per kv head
 };
 
 /// One CTA's work: rows [row0, row0 + rows) of request `seq` for KV head `kv_head`, where row
@@ -53,14 +57,14 @@ struct PrefillTile {
 __device__ __forceinline__ int clamp_int(int x, int lo, int hi) { return min(max(x, lo), hi); }
 
 /// Keys visible to query `qi` of the tile's request: the causal limit aligned to the end.
-template <class T>
-__device__ __forceinline__ int prefill_key_limit(const PagedPrefillParams<T>& p,
+template <class T, class TKv>
+__device__ __forceinline__ int prefill_key_limit(const PagedPrefillParams<T, TKv>& p,
                                                  const PrefillTile& t, int qi) {
   return p.causal ? clamp_int(t.kv_len - t.q_len + qi + 1, 0, t.kv_len) : t.kv_len;
 }
 
-template <class T>
-__device__ __forceinline__ PrefillTile prefill_tile(const PagedPrefillParams<T>& p, int seq,
+template <class T, class TKv>
+__device__ __forceinline__ PrefillTile prefill_tile(const PagedPrefillParams<T, TKv>& p, int seq,
                                                     int kv_head, int tile_index, int tile_rows) {
   PrefillTile t;
   t.seq = seq;
@@ -93,8 +97,8 @@ __device__ __forceinline__ long long prefill_row_offset(const PrefillTile& t, in
 }
 
 /// Index of tile row r's LSE in [total_q, num_q_heads].
-template <class T>
-__device__ __forceinline__ long long prefill_lse_index(const PagedPrefillParams<T>& p,
+template <class T, class TKv>
+__device__ __forceinline__ long long prefill_lse_index(const PagedPrefillParams<T, TKv>& p,
                                                        const PrefillTile& t, int r) {
   const int fr = t.row0 + r;
   const int qi = fr / p.group_size;

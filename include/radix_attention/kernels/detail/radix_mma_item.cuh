@@ -22,21 +22,24 @@
 namespace radix_attention::detail {
 
 /// Shared memory of one CTA, carved from the dynamic buffer.
-template <class T, int HEAD_DIM>
+template <class T, int HEAD_DIM, class TKv = T>
 struct RadixMmaSmem {
-  using Traits = RadixMmaTraits<T, HEAD_DIM>;
+  using Traits = RadixMmaTraits<T, HEAD_DIM, TKv>;
   T* q;            ///< [kRows][HEAD_DIM], swizzled
-  T* kv;           ///< kStages x (K tile, V tile), swizzled
+  TKv* kv;         ///< kStages x (K tile, V tile), swizzled (fp8: row-major staging tiles)
+  T* dequant;      ///< fp8 only: the dequantised K tile, then V tile, swizzled
   int* slots;      ///< kStages x kTile physical slots
-  float* scratch;  ///< aliases kv: cross-warp merge after the last tile
+  float* scratch;  ///< aliases kv (and dequant): cross-warp merge after the last tile
 
   __device__ explicit RadixMmaSmem(unsigned char* base)
       : q(reinterpret_cast<T*>(base)),
-        kv(reinterpret_cast<T*>(base + Traits::kSmemQ)),
-        slots(reinterpret_cast<int*>(base + Traits::kSmemQ + Traits::kSmemKV)),
+        kv(reinterpret_cast<TKv*>(base + Traits::kSmemQ)),
+        dequant(reinterpret_cast<T*>(base + Traits::kSmemQ + Traits::kSmemKV)),
+        slots(
+            reinterpret_cast<int*>(base + Traits::kSmemQ + Traits::kSmemKV + Traits::kSmemDequant)),
         scratch(reinterpret_cast<float*>(base + Traits::kSmemQ)) {}
-  __device__ T* k_stage(int s) const { return kv + s * 2 * Traits::kTileElems; }
-  __device__ T* v_stage(int s) const { return kv + (s * 2 + 1) * Traits::kTileElems; }
+  __device__ TKv* k_stage(int s) const { return kv + s * 2 * Traits::kTileElems; }
+  __device__ TKv* v_stage(int s) const { return kv + (s * 2 + 1) * Traits::kTileElems; }
 };
 
 /// Where one row of a work item goes: its partial id and query head (or -1 past the tile).
@@ -55,8 +58,8 @@ __device__ __forceinline__ RadixRow radix_row(const RadixPlanView& plan, int que
 }
 
 /// Copies the item's Q rows (zero for rows past `rows`) into shared memory.
-template <class T, int HEAD_DIM, int ROWS>
-__device__ __forceinline__ void load_q_tile(T* q_smem, const RadixKernelParams<T>& p,
+template <class T, int HEAD_DIM, int ROWS, class TKv>
+__device__ __forceinline__ void load_q_tile(T* q_smem, const RadixKernelParams<T, TKv>& p,
                                             int query_base, int row_begin, int rows, int kv_head,
                                             int tid) {
   using Traits = RadixMmaTraits<T, HEAD_DIM>;
@@ -78,11 +81,11 @@ __device__ __forceinline__ void load_q_tile(T* q_smem, const RadixKernelParams<T
 }
 
 /// Executes one work item with WARPS_M warps on rows and 4 / WARPS_M warps on tokens.
-template <class T, int HEAD_DIM, int WARPS_M>
-__device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
-                                               const RadixMmaSmem<T, HEAD_DIM>& sm,
+template <class T, int HEAD_DIM, int WARPS_M, class TKv>
+__device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& p,
+                                               const RadixMmaSmem<T, HEAD_DIM, TKv>& sm,
                                                const RadixItem& it, int kv_head) {
-  using Traits = RadixMmaTraits<T, HEAD_DIM>;
+  using Traits = RadixMmaTraits<T, HEAD_DIM, TKv>;
   constexpr int kWarpsN = Traits::kWarps / WARPS_M;
   constexpr int kTile = Traits::kTile;
   constexpr int kStages = Traits::kStages;
@@ -124,11 +127,16 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < num_tiles) {
-      load_kv_tile<T, HEAD_DIM, kTile, Traits::kThreads>(sm.k_stage(s), sm.v_stage(s), p.k_cache,
-                                                         p.v_cache, sm.slots + s * kTile,
-                                                         head_offset, token_stride, tid);
+      load_kv_tile<TKv, HEAD_DIM, kTile, Traits::kThreads>(sm.k_stage(s), sm.v_stage(s), p.k_cache,
+                                                           p.v_cache, sm.slots + s * kTile,
+                                                           head_offset, token_stride, tid);
     }
     cp_async_commit();
+  }
+  // fp8: q . (k_scale K) = k_scale (q . K), so the K scale joins the softmax scale.
+  float scale_log2 = p.scale_log2;
+  if constexpr (Traits::kFp8) {
+    scale_log2 *= load_kv_scale(p.k_scale, p.scale_head_step, kv_head);
   }
 
   float o[kOFrags][4];
@@ -146,8 +154,9 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
   const unsigned k_x = (mi % 2) ^ mr;
   const unsigned v_lane = (wn * kWarpTokens + (mi % 2) * 8 + mr) * kRowBytes;
   const unsigned v_x = (mi / 2) ^ mr;
-  const unsigned kv_addr = smem_addr(sm.kv);
-  constexpr unsigned kStageBytes = 2 * Traits::kTileElems * sizeof(T);
+  const unsigned kv_addr =
+      smem_addr(Traits::kFp8 ? static_cast<void*>(sm.dequant) : static_cast<void*>(sm.kv));
+  constexpr unsigned kStageBytes = 2 * Traits::kTileElems * sizeof(T);  // of the tile read
 
   unsigned qf[Traits::kQInRegisters ? kKSteps : 1][4];
   auto load_q_frag = [&](unsigned(&a)[4], int d) { ldmatrix_x4(a, q_addr + ((2 * d) ^ q_x) * 16); };
@@ -165,9 +174,9 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
     const int ahead = n + kStages - 1;
     if (ahead < num_tiles) {
       const int s = ahead % kStages;
-      load_kv_tile<T, HEAD_DIM, kTile, Traits::kThreads>(sm.k_stage(s), sm.v_stage(s), p.k_cache,
-                                                         p.v_cache, sm.slots + s * kTile,
-                                                         head_offset, token_stride, tid);
+      load_kv_tile<TKv, HEAD_DIM, kTile, Traits::kThreads>(sm.k_stage(s), sm.v_stage(s), p.k_cache,
+                                                           p.v_cache, sm.slots + s * kTile,
+                                                           head_offset, token_stride, tid);
     }
     cp_async_commit();
     // Block-table lookups for tile n + kStages: issued now, stored after this tile's math.
@@ -177,7 +186,32 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
                                       p.kv, tid);
     }
 
-    const int stage = n % kStages;
+    // fp8: dequantise the landed stage into the one 16-bit tile (its previous readers passed
+    // the barrier above); the mainloop then reads that tile as stage 0.
+    int stage = n % kStages;
+    if constexpr (Traits::kFp8) {
+      const auto* staged = reinterpret_cast<const unsigned char*>(sm.k_stage(stage));
+      using Dst = RowSwizzledTile<T, HEAD_DIM>;
+      if constexpr (WARPS_M == 1) {
+        // Each warp reads only its own kWarpTokens rows of K and V: it converts them itself and
+        // a __syncwarp orders that before its reads (no CTA barrier on private segments).
+        static_assert(kWarpTokens % 8 == 0, "a warp's rows start on a swizzle period");
+        const int row0 = wn * kWarpTokens;
+        dequant_e4m3_tile<T, HEAD_DIM, kWarpTokens, 32, Dst>(staged + row0 * HEAD_DIM,
+                                                             sm.dequant + row0 * HEAD_DIM, lane);
+        dequant_e4m3_tile<T, HEAD_DIM, kWarpTokens, 32, Dst>(
+            staged + Traits::kTileElems + row0 * HEAD_DIM,
+            sm.dequant + Traits::kTileElems + row0 * HEAD_DIM, lane);
+        __syncwarp();
+      } else {
+        static_assert(kTile % 8 == 0, "K and V convert as one tile of 2 kTile rows");
+        dequant_e4m3_tile<T, HEAD_DIM, 2 * kTile, Traits::kThreads, Dst>(staged, sm.dequant, tid);
+        __syncthreads();
+      }
+      // The tile is the same every iteration: hide that from the compiler, which would
+      // otherwise keep every fragment address of it live across the loop (spills at 256).
+      asm volatile("mov.b32 %0, 0;" : "=r"(stage));
+    }
     const unsigned k_addr = kv_addr + stage * kStageBytes + k_lane;
     const unsigned v_addr = kv_addr + stage * kStageBytes + kStageBytes / 2 + v_lane;
     const int warp_row0 = wn * kWarpTokens;  // first tile row (token) of this warp
@@ -227,7 +261,7 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
       for (int f = 0; f < kSFrags; ++f) mx = fmaxf(mx, fmaxf(s[f][2 * i], s[f][2 * i + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m[i], mx * p.scale_log2);
+      const float m_new = fmaxf(m[i], mx * scale_log2);
       // A warp that has seen only masked tokens keeps m = -inf; subtract 0 then (no NaN).
       const float m_use = m_new == -INFINITY ? 0.f : m_new;
       alpha[i] = exp2f(m[i] - m_use);
@@ -235,8 +269,8 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
       float sum = 0.f;
 #pragma unroll
       for (int f = 0; f < kSFrags; ++f) {
-        s[f][2 * i] = exp2f(fmaf(s[f][2 * i], p.scale_log2, -m_use));
-        s[f][2 * i + 1] = exp2f(fmaf(s[f][2 * i + 1], p.scale_log2, -m_use));
+        s[f][2 * i] = exp2f(fmaf(s[f][2 * i], scale_log2, -m_use));
+        s[f][2 * i + 1] = exp2f(fmaf(s[f][2 * i + 1], scale_log2, -m_use));
         sum += s[f][2 * i] + s[f][2 * i + 1];
       }
       l[i] = l[i] * alpha[i] + sum;
@@ -273,6 +307,15 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T>& p,
     if (tid < kTile) sm.slots[((n + kStages) % kStages) * kTile + tid] = next_slot;
   }
 
+  // fp8: P (v_scale V) = v_scale (P V).
+  if constexpr (Traits::kFp8) {
+    const float v_scale = load_kv_scale(p.v_scale, p.scale_head_step, kv_head);
+#pragma unroll
+    for (int f = 0; f < kOFrags; ++f) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[f][e] *= v_scale;
+    }
+  }
   // Row sums were accumulated per lane; the quad of lanes sharing a row completes them.
 #pragma unroll
   for (int i = 0; i < 2; ++i) {

@@ -4,9 +4,13 @@
 /// the 16-byte cp.async loads that fill them, and the block-table lookups ("slots") of upcoming
 /// tokens, resolved one tile ahead so a block size of 1 adds no latency to the KV stream.
 
+#include <cuda_fp8.h>
+
 #include <cstdint>
+#include <type_traits>
 
 #include "radix_attention/kernels/detail/cp_async.cuh"
+#include "radix_attention/kernels/detail/fp8_dequant.cuh"
 #include "radix_attention/kernels/detail/kv_slot_code.cuh"
 
 namespace radix_attention::detail {
@@ -18,6 +22,26 @@ template <class T, int HEAD_DIM>
 __device__ __forceinline__ int swizzled_offset(int row, int chunk) {
   constexpr int kElemsPerChunk = 16 / static_cast<int>(sizeof(T));
   return row * HEAD_DIM + ((chunk ^ (row & 7)) * kElemsPerChunk);
+}
+
+/// swizzled_offset as the layout type the fp8 dequantisation writes.
+template <class T, int HEAD_DIM>
+struct RowSwizzledTile {
+  __device__ __forceinline__ static int offset(int row, int chunk) {
+    return swizzled_offset<T, HEAD_DIM>(row, chunk);
+  }
+};
+
+/// Where a loader puts 16-byte chunk `chunk` of staged row `row`: the swizzled tile for a
+/// 16-bit cache, the row-major staging tile (Fp8StagingLayout) for fp8, which the dequantisation
+/// reads linearly and rewrites swizzled.
+template <class T, int HEAD_DIM>
+__device__ __forceinline__ int kv_stage_offset(int row, int chunk) {
+  if constexpr (std::is_same_v<T, __nv_fp8_e4m3>) {
+    return Fp8StagingLayout<HEAD_DIM>::offset(row, chunk);
+  } else {
+    return swizzled_offset<T, HEAD_DIM>(row, chunk);
+  }
 }
 
 /**
@@ -37,9 +61,10 @@ __device__ __forceinline__ int resolve_slot(const std::int32_t* __restrict__ tab
 
 /**
  * Issues the cp.async copies of one KV tile (K and V of TILE tokens of one KV head) into
- * swizzled shared tiles: a token's row starts `slot * token_stride + head_offset` elements
- * into the cache (KvSlotCode's slot_elems and kv_head * head_stride). Tokens whose slot is -1
- * are zero-filled (finite values, masked later).
+ * swizzled shared tiles (row-major staging tiles for an fp8 cache, see kv_stage_offset): a
+ * token's row starts `slot * token_stride + head_offset` elements into the cache (KvSlotCode's
+ * slot_elems and kv_head * head_stride). Tokens whose slot is -1 are zero-filled (finite
+ * values, masked later).
  */
 template <class T, int HEAD_DIM, int TILE, int THREADS>
 __device__ __forceinline__ void load_kv_tile(T* __restrict__ k_tile, T* __restrict__ v_tile,
@@ -61,7 +86,7 @@ __device__ __forceinline__ void load_kv_tile(T* __restrict__ k_tile, T* __restri
     const bool valid = slot >= 0;
     const std::int64_t src = (valid ? static_cast<std::int64_t>(slot) * token_stride : 0) +
                              head_offset + chunk * kElemsPerChunk;
-    const int dst = swizzled_offset<T, HEAD_DIM>(row, chunk);
+    const int dst = kv_stage_offset<T, HEAD_DIM>(row, chunk);
     cp_async_16_zfill(k_tile + dst, k_cache + src, valid);
     cp_async_16_zfill(v_tile + dst, v_cache + src, valid);
   }

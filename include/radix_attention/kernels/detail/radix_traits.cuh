@@ -2,8 +2,11 @@
 /// @file
 /// Compile-time configuration of the radix-decode kernels and the parameters they receive.
 
+#include <cuda_fp8.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "radix_attention/kernels/detail/kv_slot_code.cuh"
 #include "radix_attention/plan/radix_plan_layout.hpp"
@@ -33,7 +36,11 @@ namespace radix_attention::detail {
 ///   restored (373 us vs 371 us for paged decode) but 56.4 / 92.4 / 90.9 us.
 /// - one kernel holding both shapes (68.5 KB of shared memory, 3 CTAs per SM): spills at 168
 ///   registers; 51.4 / 103 / 86.5 us and 247 us on the long private case.
-template <class T, int HEAD_DIM>
+///
+/// An fp8 e4m3 cache (TKv) stages its tiles as row-major fp8 (half the bytes) and dequantises
+/// each landed stage into one 16-bit tile that the same mainloop reads
+/// (kernels/detail/fp8_dequant.cuh); the stage count stays, so fewer bytes are in flight.
+template <class T, int HEAD_DIM, class TKv = T>
 struct RadixMmaTraits {
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
@@ -49,13 +56,18 @@ struct RadixMmaTraits {
   static constexpr bool kQInRegisters = HEAD_DIM <= 128;
   static constexpr int kTileElems = kTile * HEAD_DIM;
   static constexpr std::size_t kSmemQ = std::size_t{kRows} * HEAD_DIM * sizeof(T);
-  static constexpr std::size_t kSmemKV = std::size_t{kStages} * 2 * kTileElems * sizeof(T);
+  static constexpr bool kFp8 = std::is_same_v<TKv, __nv_fp8_e4m3>;
+  static_assert(kFp8 || std::is_same_v<TKv, T>, "the cache holds T or fp8 e4m3");
+  static constexpr std::size_t kSmemKV = std::size_t{kStages} * 2 * kTileElems * sizeof(TKv);
+  /// fp8: the dequantised K and V tile, right after the stages.
+  static constexpr std::size_t kSmemDequant = kFp8 ? std::size_t{2} * kTileElems * sizeof(T) : 0;
   static constexpr std::size_t kSmemSlots = std::size_t{kStages} * kTile * sizeof(int);
-  static constexpr std::size_t kSmemBytes = kSmemQ + kSmemKV + kSmemSlots;
+  static constexpr std::size_t kSmemBytes = kSmemQ + kSmemKV + kSmemDequant + kSmemSlots;
   /// Row stride (floats) of the cross-warp merge scratch: +8 floats staggers the rows' banks.
   static constexpr int kScratchStride = HEAD_DIM + 8;
   // Scratch: O [warps][16][stride] + (m, l) + weights [warps x 16] floats + 64 row targets.
-  static_assert(std::size_t{kWarps} * 16 * (kScratchStride + 3) * sizeof(float) + 64 * 8 <= kSmemKV,
+  static_assert(std::size_t{kWarps} * 16 * (kScratchStride + 3) * sizeof(float) + 64 * 8 <=
+                    kSmemKV + kSmemDequant,
                 "cross-warp merge scratch must fit in the KV stages it reuses");
 };
 
@@ -66,11 +78,12 @@ struct RadixSimtTraits {
 };
 
 /// Everything a radix-decode kernel reads, as plain pointers and sizes (checked on the host).
-template <class T>
+/// T: query / output type; TKv: cache element type (T, or __nv_fp8_e4m3 with scales).
+template <class T, class TKv = T>
 struct RadixKernelParams {
-  const T* q;        ///< [num_queries rows (q_row_stride apart), num_q_heads, head_dim]
-  const T* k_cache;  ///< [num_blocks, block_size, num_kv_heads, head_dim] through `kv`
-  const T* v_cache;
+  const T* q;          ///< [num_queries rows (q_row_stride apart), num_q_heads, head_dim]
+  const TKv* k_cache;  ///< [num_blocks, block_size, num_kv_heads, head_dim] through `kv`
+  const TKv* v_cache;
   const std::int32_t* block_tables;  ///< [num_queries, block_table_stride]
   std::int64_t block_table_stride;
   std::int64_t q_row_stride;  ///< elements between rows of q
@@ -85,6 +98,9 @@ struct RadixKernelParams {
   float scale_log2;  ///< softmax scale x log2(e): exponentials are taken base 2
   /// Work items x KV heads when known on the host; -1: read from the plan's header (fixed grid).
   int total_work;
+  const float* k_scale = nullptr;  ///< fp8 cache: dequantisation scales (core/kv_scales.hpp)
+  const float* v_scale = nullptr;
+  int scale_head_step = 0;  ///< 0: one scale per tensor, 1: one per kv head
 };
 
 /// Reads one work item with two 16-byte loads.

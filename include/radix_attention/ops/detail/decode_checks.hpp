@@ -110,8 +110,8 @@ void check_decode_shapes(int num_q_heads, const PagedKvCacheView<T>& cache,
 /// K/V are read 16 bytes at a time (rows at 16-byte multiples, see checked_row_stride and
 /// check_kv_strides); lse may be nullptr. radix_decode's kernel never reads
 /// tables.context_lens, so it may be null there (`reads_context_lens` = false).
-template <class T>
-void check_decode_pointers(const T* q, const T* out, const PagedKvCacheView<T>& cache,
+template <class T, class TKv>
+void check_decode_pointers(const T* q, const T* out, const PagedKvCacheView<TKv>& cache,
                            const BlockTableView& tables, const float* lse,
                            bool reads_context_lens) {
   expects(q != nullptr, "q", "nullptr", "must be a device pointer");
