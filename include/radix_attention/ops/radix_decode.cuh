@@ -253,9 +253,10 @@ void launch_radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<TKv
   p.v_scale = options.kv_scales.v_scale;
   p.scale_head_step = options.kv_scales.mode == KvScaleMode::kPerHead ? 1 : 0;
   p.total_work = total_work;
-  const unsigned grid = total_work < 0
-                            ? static_cast<unsigned>(radix_grid_slots(info, cache.head_dim))
-                            : static_cast<unsigned>(total_work);
+  // radix_grid_slots also raises the instance's shared-memory limit (once per device): call it
+  // whichever grid is launched.
+  const int slots = radix_grid_slots(info, cache.head_dim);
+  const unsigned grid = static_cast<unsigned>(total_work < 0 ? slots : total_work);
   if (grid > 0) {
     discard_stale_error();  // the launch rule of core/cuda_check.cuh
     info.kernel<<<grid, info.threads, info.smem_bytes, stream>>>(p);
