@@ -90,6 +90,9 @@ def adapter(monkeypatch):
     spec.loader.exec_module(module)
     monkeypatch.delitem(sys.modules, "radix_attention_torch")
     assert module._ra is standins
+    # The stand-ins have no planner: decode-only steps take paged_decode here (radix_decode, the
+    # default, is checked against paged|sdpa on the GPU in test_transformers.py).
+    module.configure(radix_decode=False)
     # transformers sizes its cache from free GPU memory; on the CPU it finds none.
     from transformers.generation.continuous_batching import cache as cb_cache
     monkeypatch.setattr(cb_cache.PagedAttentionMemoryHandler, "get_available_memory",
