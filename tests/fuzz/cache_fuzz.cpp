@@ -359,10 +359,38 @@ class Harness {
     options.min_chunk_tokens = in_.PickValueInArray({1, 16, 256});
     options.chunk_alignment_tokens = in_.PickValueInArray({1, 16, 64});
     options.enable_sharing = in_.ConsumeBool();
+    options.deterministic = in_.ConsumeBool();
+    options.deterministic_chunk_tokens = in_.PickValueInArray({64, 128, 512});
     ra::PlanStats stats;
     const ra::RadixPlan plan = ra::plan(tables, bs(), options, &stats);
     ra::check_plan_for_batch(plan, tables, bs());  // throws if the plan is unsafe to execute
     CACHE_FUZZ_CHECK(options.enable_sharing || stats.num_shared_segments == 0);
+    if (options.deterministic) check_absolute_chunks(plan, tables, options);
+  }
+
+  // Batch-invariant plans: every query's partials, in merge order, are exactly the absolute
+  // chunk grid [0, c), [c, 2c), ... of its context, whatever the sharing.
+  static void check_absolute_chunks(const ra::RadixPlan& plan, const ra::BlockTables& tables,
+                                    const ra::PlannerOptions& options) {
+    const std::int32_t c = options.deterministic_chunk_tokens;
+    std::vector<std::int32_t> partial_chunk(plan.chunk_queries.size());
+    for (std::int32_t k = 0; k < plan.num_chunks(); ++k) {
+      for (auto p = plan.chunk_query_indptr[k]; p < plan.chunk_query_indptr[k + 1]; ++p) {
+        partial_chunk[static_cast<std::size_t>(p)] = k;
+      }
+    }
+    for (std::int32_t q = 0; q < plan.num_queries; ++q) {
+      std::int32_t at = 0;
+      for (auto i = plan.query_partial_indptr[q]; i < plan.query_partial_indptr[q + 1]; ++i) {
+        const auto k = static_cast<std::size_t>(partial_chunk[static_cast<std::size_t>(
+            plan.query_partials[static_cast<std::size_t>(i)])]);
+        const std::int32_t len = tables.context_lens[static_cast<std::size_t>(q)];
+        CACHE_FUZZ_CHECK(plan.chunk_token_begin[k] == at);
+        CACHE_FUZZ_CHECK(plan.chunk_token_end[k] == std::min(len, at + c));
+        at = plan.chunk_token_end[k];
+      }
+      CACHE_FUZZ_CHECK(at == tables.context_lens[static_cast<std::size_t>(q)]);
+    }
   }
 
   // Everyone lets go: every block must come back to the pool.
