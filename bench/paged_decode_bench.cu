@@ -39,21 +39,6 @@ constexpr int kKvHeads = 8;
 constexpr int kHeadDim = 128;
 double g_read_ceiling_gbps = 0.0;  // set by BM_ceiling/read_only, which runs first
 
-// Reads `n` uint4 once each and folds them, so the loads cannot be elided.
-__global__ void read_only(const uint4* data, std::size_t n, unsigned* sink) {
-  unsigned acc = 0;
-  const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
-  std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
-  for (; i + 3 * stride < n; i += 4 * stride) {  // 4 independent 16-byte loads in flight
-    const uint4 a = data[i], b = data[i + stride], c = data[i + 2 * stride],
-                d = data[i + 3 * stride];
-    acc ^= a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w ^ c.x ^ c.y ^ c.z ^ c.w ^ d.x ^ d.y ^ d.z ^
-           d.w;
-  }
-  for (; i < n; i += stride) acc ^= data[i].x ^ data[i].y ^ data[i].z ^ data[i].w;
-  if (acc == 0x12345678u) *sink = acc;  // practically never taken; keeps `acc` live
-}
-
 // Reads the K and V rows of every token through the block table, `heads` kv heads at a time
 // (heads x 256 contiguous bytes per token), and folds them: the bandwidth of the paged layout's
 // access pattern alone, without attention arithmetic. grid = (kv heads / heads, seqs, heads);
@@ -121,8 +106,8 @@ void BM_ceiling_read_only(benchmark::State& state) {
   int sms = 0;
   RADIX_ATTENTION_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   timed_loop(state, double(kCeilingBytes), [&] {
-    read_only<<<sms * 8, 256>>>(reinterpret_cast<const uint4*>(src.ptr), kCeilingBytes / 16,
-                                sink.ptr);
+    bench::read_stream_kernel<<<sms * 8, 256>>>(reinterpret_cast<const uint4*>(src.ptr),
+                                                kCeilingBytes / 16, sink.ptr);
     RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
   });
   g_read_ceiling_gbps = state.counters["GB/s"];
