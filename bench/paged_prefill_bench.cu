@@ -14,6 +14,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench_support.cuh"
@@ -37,7 +38,7 @@ struct PrefillCase {
   bool causal;
 };
 
-void run_prefill(benchmark::State& state, PrefillCase c, int block_size, int q_heads) {
+void run_prefill(benchmark::State& state, PrefillCase c, int block_size, int q_heads, bool tma) {
   const int kv_len = c.prefix + c.q_len;
   const int blocks_per_seq = (kv_len + block_size - 1) / block_size;
   const int num_blocks = c.num_requests * blocks_per_seq;
@@ -63,6 +64,7 @@ void run_prefill(benchmark::State& state, PrefillCase c, int block_size, int q_h
   const radix_attention::PrefillBatchView batch{d_indptr.ptr, c.num_requests * c.q_len, c.q_len};
   radix_attention::PagedPrefillOptions options;
   options.causal = c.causal;
+  options.allow_tma = tma;
   const double med = bench::timed_median_us(state, 3, [&] {
     radix_attention::paged_prefill(q.ptr, q_heads, batch, cache, tables, out.ptr, lse.ptr, nullptr,
                                    options);
@@ -89,11 +91,15 @@ void register_all() {
                          {"P3_1x16384_causal", {1, 16384, 0, true}, kQHeads},
                          {"shared_segment_256x4096", {1, 64, 4032, false}, kQHeads}};
   for (const Named& n : cases) {
-    for (int bs : {16, 1}) {
-      const std::string name =
-          std::string("BM_paged_prefill/") + n.name + "/block" + std::to_string(bs);
-      benchmark::RegisterBenchmark(
-          name.c_str(), [n, bs](benchmark::State& st) { run_prefill(st, n.c, bs, n.q_heads); })
+    // block 16 (TMA-fed on an sm_90a build), block 16 with the cp.async gathers, block 1.
+    const std::pair<int, bool> variants[] = {{16, true}, {16, false}, {1, true}};
+    for (const auto& [bs, tma] : variants) {
+      const std::string name = std::string("BM_paged_prefill/") + n.name + "/block" +
+                               std::to_string(bs) + (tma ? "" : "_gathered");
+      benchmark::RegisterBenchmark(name.c_str(),
+                                   [n, bs = bs, tma = tma](benchmark::State& st) {
+                                     run_prefill(st, n.c, bs, n.q_heads, tma);
+                                   })
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);
     }

@@ -49,6 +49,7 @@ struct Case {
   bool with_lse = true;
   float scale = 0.f;
   bool wgmma = true;  // false: the mma.sync kernels even where wgmma ones exist
+  bool tma = true;    // false: the cp.async-fed wgmma kernel where the TMA one would run
 };
 
 const char* name_of(DType d) {
@@ -61,7 +62,7 @@ void run_case(const Case& c, std::uint64_t seed) {
                << name_of(c.dtype) << " D=" << c.head_dim << " Hq=" << c.num_q_heads
                << " Hkv=" << c.num_kv_heads << " bs=" << c.block_size << " causal=" << c.causal
                << " layout=" << static_cast<int>(c.layout) << " pad=" << c.row_pad
-               << " wgmma=" << c.wgmma << " seed=" << seed);
+               << " wgmma=" << c.wgmma << " tma=" << c.tma << " seed=" << seed);
   std::mt19937_64 rng(seed);
   const int D = c.head_dim, Hq = c.num_q_heads, Hkv = c.num_kv_heads, bs = c.block_size;
   const int num_seqs = static_cast<int>(c.requests.size());
@@ -69,7 +70,20 @@ void run_case(const Case& c, std::uint64_t seed) {
   const std::int64_t row = std::int64_t{Hq} * D + c.row_pad;
   const std::size_t kv_elems = static_cast<std::size_t>(t.num_blocks) * bs * Hkv * D;
   const std::size_t q_elems = static_cast<std::size_t>(t.total_q) * row;
-  const auto [q, k, v] = test::random_qkv<T>(q_elems, kv_elems, rng);
+  auto [q, k, v] = test::random_qkv<T>(q_elems, kv_elems, rng);
+  // The slots past each context in its last block hold NaN, as a reused or never-written block
+  // may: a kernel must mask them, never multiply them by a zero probability.
+  for (int s = 0; s < num_seqs; ++s) {
+    const int len = t.context_lens[s];
+    for (int tok = len; tok < (len + bs - 1) / bs * bs; ++tok) {
+      const std::size_t slot =
+          static_cast<std::size_t>(t.table[s * t.row_stride + tok / bs]) * bs + tok % bs;
+      for (std::size_t e = slot * Hkv * D; e < (slot + 1) * Hkv * D; ++e) {
+        k[e] = static_cast<T>(NAN);
+        v[e] = static_cast<T>(NAN);
+      }
+    }
+  }
 
   PagedKvCacheView<T> cache{nullptr, nullptr, t.num_blocks, bs, Hkv, D};
   std::size_t v_offset = 0;
@@ -90,6 +104,7 @@ void run_case(const Case& c, std::uint64_t seed) {
   options.causal = c.causal;
   options.scale = c.scale;
   options.allow_wgmma = c.wgmma;
+  options.allow_tma = c.tma;
   paged_prefill(d_q.data(), Hq, batch, cache, tables, d_out.data(),
                 c.with_lse ? d_lse.data() : nullptr, nullptr, options);
   RADIX_ATTENTION_CUDA_CHECK(cudaDeviceSynchronize());
@@ -125,11 +140,16 @@ void run_case(const Case& c, std::uint64_t seed) {
                               visible.data(), {t.total_q, Hq, D}, tol);
 }
 
-/// Runs the case on the default kernels and, for 16-bit inputs, on the mma.sync ones too (on
-/// a Hopper build the default is wgmma; elsewhere both runs take the same path).
+/// Runs the case on the default kernels and, for 16-bit inputs, on the cp.async-fed wgmma and
+/// the mma.sync ones too (on a Hopper build the default is the TMA-fed wgmma kernel where the
+/// block size allows; elsewhere the runs take the same path).
 void run(const Case& c, std::uint64_t seed) {
   test::with_dtype(c.dtype, [&](auto tag) { run_case<typename decltype(tag)::type>(c, seed); });
   if (c.dtype != DType::kFloat && c.wgmma) {
+    Case gathered = c;
+    gathered.tma = false;
+    test::with_dtype(c.dtype,
+                     [&](auto tag) { run_case<typename decltype(tag)::type>(gathered, seed); });
     Case mma = c;
     mma.wgmma = false;
     test::with_dtype(c.dtype, [&](auto tag) { run_case<typename decltype(tag)::type>(mma, seed); });
@@ -181,6 +201,18 @@ TEST_F(PagedPrefillTest, LongPrefix16k) {
   run({DType::kBf16, 128, 8, 2, 16, {{65, 16384}, {17, 16000}}}, 400);
   run({DType::kHalf, 64, 4, 1, 1, {{33, 16384}}}, 401);
   run({DType::kFloat, 128, 2, 1, 16, {{5, 16389}}}, 402);
+}
+
+// More tiles than a persistent grid has CTAs (each CTA runs several, its stage ring and Q
+// buffer cycling through many phases), and a ragged batch (one long request among many short
+// ones) that gets one CTA per scheduled tile instead.
+TEST_F(PagedPrefillTest, PersistentAndRaggedSchedules) {
+  std::vector<Request> uniform(24, Request{200, 56});  // 7 x 24 x 2 = 336 tiles
+  run({DType::kBf16, 128, 8, 2, 16, uniform}, 450);
+  run({DType::kHalf, 64, 8, 2, 32, uniform, false}, 451);
+  std::vector<Request> ragged{{700, 40}};
+  for (int i = 0; i < 40; ++i) ragged.push_back({1 + i % 3, 50 + i});
+  run({DType::kBf16, 128, 8, 2, 16, ragged}, 452);
 }
 
 TEST_F(PagedPrefillTest, EmptyContextsAndRequests) {

@@ -13,6 +13,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cmath>
@@ -31,6 +32,7 @@
 #include "radix_attention/kernels/paged_prefill.cuh"
 #include "radix_attention/ops/detail/decode_checks.hpp"
 #include "radix_attention/ops/detail/kv_scale_checks.hpp"
+#include "radix_attention/ops/detail/kv_tensor_maps.hpp"
 
 namespace radix_attention {
 
@@ -41,6 +43,10 @@ struct PagedPrefillOptions {
   /// Use the Hopper wgmma kernels (16-bit inputs, head_dim 64 / 128) where the device runs an
   /// sm_90a image; false keeps the mma.sync kernels everywhere (for comparisons).
   bool allow_wgmma = true;
+  /// On the wgmma path, feed K/V by TMA to the warp-specialised persistent kernel where the
+  /// block size is a multiple of 8 and the cache's strides suit TMA; false keeps the cp.async
+  /// gathers of the two-warpgroup kernel (for comparisons).
+  bool allow_tma = true;
   /// Dequantisation scales of an fp8 e4m3 cache (core/kv_scales.hpp; null pointers mean 1);
   /// must stay null for a 16-bit or float cache.
   KvScales kv_scales{};
@@ -138,6 +144,51 @@ void validate_paged_prefill_shapes(int num_q_heads, const PrefillBatchView& batc
   check_read_scales<TKv>(options.kv_scales, "options.kv_scales");
 }
 
+/// Launches the TMA-fed warp-specialised kernel (prefill_wgmma_tma.cuh) when `cache` suits TMA;
+/// returns false, launching nothing, when it does not. The grid is persistent (one CTA per SM
+/// over the longest-first schedule) when the batch's row tiles are nearly all non-empty, and
+/// one CTA per scheduled item when most are empty (a ragged batch, where a persistent CTA
+/// would walk many empty items).
+template <class T>
+bool launch_paged_prefill_tma(const PagedPrefillParams<T>& p, const PagedKvCacheView<T>& cache,
+                              const PrefillBatchView& batch, int num_seqs, int device,
+                              cudaStream_t stream) {
+  if constexpr (!DTypeTraits<T>::is_16bit) {
+    return false;
+  } else {
+    PagedPrefillTmaParams<T> tp{};
+    if (cache.head_dim > 128 || !encode_kv_tensor_maps(cache, tp.maps)) return false;
+    auto launch = [&](auto d) {
+      constexpr int D = decltype(d)::value;
+      if constexpr (D <= 128) {
+        using Tr = PrefillTmaTraits<T, D>;
+        const std::int64_t rows = static_cast<std::int64_t>(batch.max_q_len) * p.group_size;
+        const std::int64_t tiles_per_seq = (rows + Tr::kRows - 1) / Tr::kRows;
+        const std::int64_t items = tiles_per_seq * num_seqs * cache.num_kv_heads;
+        expects(items <= INT32_MAX, "batch.max_q_len * group * num_seqs * num_kv_heads / rows",
+                items, "must fit in int32");
+        const std::int64_t nonempty_bound =
+            ((static_cast<std::int64_t>(batch.total_q) * p.group_size + Tr::kRows - 1) /
+                 Tr::kRows +
+             num_seqs) *
+            cache.num_kv_heads;
+        const std::int64_t sms = device_sm_count(device);
+        const std::int64_t grid = items <= 2 * nonempty_bound ? std::min(items, sms) : items;
+        tp.base = p;
+        tp.schedule = {static_cast<int>(tiles_per_seq), num_seqs, cache.num_kv_heads,
+                       static_cast<int>(items)};
+        constexpr auto kernel = &paged_prefill_tma_kernel<T, D>;
+        raise_smem_limit_once<kernel, static_cast<int>(Tr::kSmemBytes)>(device);
+        discard_stale_error();  // a launch reports its own failure, not an earlier one
+        kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(tp);
+        RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+      }
+    };
+    dispatch_head_dim(cache.head_dim, launch);
+    return true;
+  }
+}
+
 }  // namespace detail
 
 /**
@@ -226,6 +277,12 @@ void paged_prefill(const T* q, int num_q_heads, const PrefillBatchView& batch,
   p.v_scale = options.kv_scales.v_scale;
   p.scale_head_step = options.kv_scales.mode == KvScaleMode::kPerHead ? 1 : 0;
 
+  if constexpr (std::is_same_v<TKv, T>) {
+    if (wgmma && options.allow_tma &&
+        detail::launch_paged_prefill_tma(p, cache, batch, tables.num_seqs, device, stream)) {
+      return;
+    }
+  }
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(cache.num_kv_heads),
                   static_cast<unsigned>(tables.num_seqs));
   detail::discard_stale_error();  // a launch reports its own failure, not an earlier one

@@ -123,6 +123,16 @@ struct WarpSoftmax {
   template <int SF, int OF>
   __device__ __forceinline__ void update(float (&s)[SF][4], float (&o)[OF][4], float scale_log2) {
     float alpha[2];
+    exponentiate(s, scale_log2, alpha);
+    rescale(o, alpha);
+  }
+
+  /// update() without touching `o`: `alpha` receives the factors `o` must be rescaled by
+  /// (rescale) before this tile's P V is added, for pipelines whose P V of the previous tile
+  /// still accumulates into `o` while this tile is exponentiated.
+  template <int SF>
+  __device__ __forceinline__ void exponentiate(float (&s)[SF][4], float scale_log2,
+                                               float (&alpha)[2]) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       float mx = -INFINITY;
@@ -143,7 +153,12 @@ struct WarpSoftmax {
       }
       l[i] = l[i] * alpha[i] + sum;
     }
-    // Once the maxima settle most tiles leave them unchanged: skip the rescale (warp-uniform).
+  }
+
+  /// o *= alpha per row. Once the maxima settle most tiles leave them unchanged: the multiply is
+  /// skipped then (warp-uniform).
+  template <int OF>
+  __device__ __forceinline__ static void rescale(float (&o)[OF][4], const float (&alpha)[2]) {
     if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
       for (int f = 0; f < OF; ++f) {

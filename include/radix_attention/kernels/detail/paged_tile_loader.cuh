@@ -60,7 +60,8 @@ __device__ __forceinline__ long long kv_token_offset(const std::int32_t* __restr
  * tiles [TILE][HEAD_DIM]; `offsets[row]` is the element offset of the row's head (from
  * kv_token_offset), -1 for a row past the range, which is zero-filled so it stays finite.
  */
-template <class T, int HEAD_DIM, int TILE, int THREADS, class Layout = RowSwizzled<T, HEAD_DIM>>
+template <class T, int HEAD_DIM, int TILE, int THREADS, class Layout = RowSwizzled<T, HEAD_DIM>,
+          int UNROLL = TILE * HEAD_DIM * static_cast<int>(sizeof(T)) / 16 / THREADS>
 __device__ __forceinline__ void load_paged_kv_tile(T* __restrict__ k_tile, T* __restrict__ v_tile,
                                                    const T* __restrict__ k_cache,
                                                    const T* __restrict__ v_cache,
@@ -69,7 +70,9 @@ __device__ __forceinline__ void load_paged_kv_tile(T* __restrict__ k_tile, T* __
   constexpr int kChunksPerRow = HEAD_DIM / kElemsPerChunk;
   constexpr int kChunks = TILE * kChunksPerRow;
   static_assert(kChunks % THREADS == 0, "a K/V tile must split evenly over the CTA");
-#pragma unroll
+  // UNROLL (default: all) bounds the copies in flight per thread's registers, for callers
+  // with few (a producer warpgroup).
+#pragma unroll UNROLL
   for (int i = 0; i < kChunks / THREADS; ++i) {
     const int e = tid + i * THREADS;
     const int row = e / kChunksPerRow;

@@ -19,6 +19,7 @@
 #include "radix_attention/kernels/detail/paged_tile_loader.cuh"
 #include "radix_attention/kernels/detail/prefill_params.cuh"
 #include "radix_attention/kernels/detail/wgmma.cuh"
+#include "radix_attention/kernels/detail/wgmma_attention_warpgroup.cuh"
 
 namespace radix_attention::detail {
 
@@ -56,46 +57,6 @@ struct PrefillWgmmaSmem {
   __device__ T* k_stage(int s) const { return kv + s * 2 * (Traits::kTileBytes / sizeof(T)); }
   __device__ T* v_stage(int s) const { return kv + (s * 2 + 1) * (Traits::kTileBytes / sizeof(T)); }
 };
-
-/// S[64 x kTile] = Q K^T for this warpgroup: k-steps of 16 walk 32 bytes along a 128-byte
-/// swizzled row, then on to the next 64-column block.
-template <class T, int HEAD_DIM, int TILE, int ROWS>
-__device__ __forceinline__ void wgmma_qk(float (&s)[TILE / 2], unsigned q_addr, unsigned k_addr) {
-  wgmma_fence();
-#pragma unroll
-  for (int k = 0; k < HEAD_DIM / 16; ++k) {
-    const unsigned in_row = (k % 4) * 32u;  // 16 elements = 32 bytes per k-step
-    Wgmma<T, TILE>::ss(s, kmajor_descriptor(q_addr + (k / 4) * ROWS * 128u + in_row),
-                       kmajor_descriptor(k_addr + (k / 4) * TILE * 128u + in_row), k > 0);
-  }
-  wgmma_commit();
-  wgmma_wait<0>();
-  wgmma_fence_operands(s);
-}
-
-/// O[64 x HEAD_DIM] += P V: P from the exponentiated scores, V MN-major; a k-step of 16 tokens
-/// is two 8-row groups (2048 bytes) down the tile.
-template <class T, int HEAD_DIM, int TILE>
-__device__ __forceinline__ void wgmma_pv(float (&o)[HEAD_DIM / 2], const float (&s)[TILE / 8][4],
-                                         unsigned v_addr) {
-  unsigned a[TILE / 16][4];
-#pragma unroll
-  for (int kt = 0; kt < TILE / 16; ++kt) {
-    a[kt][0] = DTypeTraits<T>::pack2(s[2 * kt][0], s[2 * kt][1]);
-    a[kt][1] = DTypeTraits<T>::pack2(s[2 * kt][2], s[2 * kt][3]);
-    a[kt][2] = DTypeTraits<T>::pack2(s[2 * kt + 1][0], s[2 * kt + 1][1]);
-    a[kt][3] = DTypeTraits<T>::pack2(s[2 * kt + 1][2], s[2 * kt + 1][3]);
-  }
-  wgmma_fence_operands(o);
-  wgmma_fence();
-#pragma unroll
-  for (int kt = 0; kt < TILE / 16; ++kt) {
-    Wgmma<T, HEAD_DIM>::rs_tn(o, a[kt], mnmajor_descriptor(v_addr + kt * 2048u, TILE), 1);
-  }
-  wgmma_commit();
-  wgmma_wait<0>();
-  wgmma_fence_operands(o);
-}
 
 template <class T, int HEAD_DIM>
 __device__ __forceinline__ void prefill_wgmma_mainloop(const PagedPrefillParams<T>& p,

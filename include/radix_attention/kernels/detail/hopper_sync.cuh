@@ -1,0 +1,57 @@
+#pragma once
+/// @file
+/// Synchronisation pieces of the warp-specialised Hopper kernels (sm_90a): mbarriers (through
+/// CCCL's cuda::ptx), register reallocation between producer and consumer warpgroups
+/// (`setmaxnreg`), and named barriers that order the consumer warpgroups' tensor-core turns.
+/// Only used inside RADIX_ATTENTION_HAS_WGMMA regions.
+
+#include <cuda/ptx>
+
+#include <cstdint>
+
+#include "radix_attention/kernels/detail/wgmma.cuh"
+
+namespace radix_attention::detail {
+
+#if RADIX_ATTENTION_HAS_WGMMA
+
+/// Spins until the mbarrier's phase with parity `parity` has completed. try_wait suspends the
+/// thread for a while inside the instruction, so waiting warps take few issue slots.
+__device__ __forceinline__ void mbarrier_wait(std::uint64_t* bar, unsigned parity) {
+  while (!cuda::ptx::mbarrier_try_wait_parity(bar, parity)) {
+  }
+}
+
+/// One plain arrival (release, CTA scope).
+__device__ __forceinline__ void mbarrier_arrive(std::uint64_t* bar) {
+  (void)cuda::ptx::mbarrier_arrive(bar);
+}
+
+/// One arrival that also announces `bytes` of bulk-copy transactions the phase waits for.
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(std::uint64_t* bar, unsigned bytes) {
+  (void)cuda::ptx::mbarrier_arrive_expect_tx(cuda::ptx::sem_release, cuda::ptx::scope_cta,
+                                             cuda::ptx::space_shared, bar, bytes);
+}
+
+/// Gives this warpgroup's registers back (producer) or takes them (consumers); the counts must
+/// balance over the CTA (see the kernel's traits).
+template <int REGS>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(REGS));
+}
+template <int REGS>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(REGS));
+}
+
+/// Named barrier `id` (1..15; 0 is __syncthreads) over `threads` threads: wait / arrive only.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+#endif  // RADIX_ATTENTION_HAS_WGMMA
+
+}  // namespace radix_attention::detail
