@@ -118,6 +118,73 @@ double timed_median_us(benchmark::State& state, int warmups, F&& launch) {
       state, warmups, [] {}, launch);
 }
 
+/// A CUDA graph captured from the work `record(stream)` enqueues on a capturing stream of its
+/// own, instantiated once and replayable on any stream. How an engine runs a decode step: the
+/// launches are captured once, and each step is one cudaGraphLaunch of them all.
+class CapturedGraph {
+ public:
+  template <class Record>
+  explicit CapturedGraph(Record&& record) {
+    cudaStream_t stream = nullptr;
+    RADIX_ATTENTION_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    RADIX_ATTENTION_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    try {
+      record(stream);
+    } catch (...) {
+      end_capture(stream);  // a throwing launch must not leave the stream capturing
+      if (graph_ != nullptr) (void)cudaGraphDestroy(graph_);
+      throw;
+    }
+    RADIX_ATTENTION_CUDA_CHECK(end_capture(stream));
+    const cudaError_t instantiated = cudaGraphInstantiate(&exec_, graph_, 0);
+    if (instantiated != cudaSuccess) (void)cudaGraphDestroy(graph_);
+    RADIX_ATTENTION_CUDA_CHECK(instantiated);
+  }
+  ~CapturedGraph() {
+    if (exec_ != nullptr) (void)cudaGraphExecDestroy(exec_);
+    if (graph_ != nullptr) (void)cudaGraphDestroy(graph_);
+  }
+  CapturedGraph(const CapturedGraph&) = delete;
+  CapturedGraph& operator=(const CapturedGraph&) = delete;
+
+  /// One replay on `stream` (the default stream: where EventTimer records).
+  void launch(cudaStream_t stream = nullptr) const {
+    RADIX_ATTENTION_CUDA_CHECK(cudaGraphLaunch(exec_, stream));
+  }
+
+ private:
+  cudaError_t end_capture(cudaStream_t stream) {
+    const cudaError_t status = cudaStreamEndCapture(stream, &graph_);
+    (void)cudaStreamDestroy(stream);
+    return status;
+  }
+
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+/// The Google Benchmark loop over graph replays: `warmups` untimed replays, then one
+/// event-timed replay per iteration, each replay running `launches` captured launches back to
+/// back. Reports per launch: manual time and counters["median_us"] are the replay's time /
+/// `launches` (median over the iterations), counters["graph_us"] the median replay. Returns
+/// the per-launch median in microseconds. The one cudaGraphLaunch per replay is inside the
+/// timed interval; divided by `launches` it is a small share of each figure.
+inline double timed_graph_median_us(benchmark::State& state, int warmups,
+                                    const CapturedGraph& graph, int launches) {
+  EventTimer timer;
+  for (int i = 0; i < warmups; ++i) timer.time_us([&] { graph.launch(); });
+  std::vector<double> samples;
+  for (auto _ : state) {
+    const double us = timer.time_us([&] { graph.launch(); });
+    samples.push_back(us);
+    state.SetIterationTime(us / launches * 1e-6);
+  }
+  const double med = median(samples);
+  state.counters["graph_us"] = med;
+  state.counters["median_us"] = med / launches;
+  return med / launches;
+}
+
 /// Reads `n` uint4 once each and folds them, so the loads cannot be elided: the read-only
 /// stream ceiling that decode floors are computed from.
 __global__ void read_stream_kernel(const uint4* data, std::size_t n, unsigned* sink) {

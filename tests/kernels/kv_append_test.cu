@@ -2,7 +2,8 @@
 // (float, half, bf16 copies; fp8 e4m3 from each), NHD / HND / combined / padded layouts, block
 // sizes 1..128, fused-QKV and strided inputs, packet and element paths, random slot orders,
 // padding tokens, the pool's last slot; fp8 bits against an independent quantiser, the
-// saturation / NaN rule and its counter. Argument checks run without a GPU.
+// saturation / NaN rule and its counter; decode appends of several layers captured in a CUDA
+// graph and replayed with new rows and slots. Argument checks run without a GPU.
 
 #include <gtest/gtest.h>
 
@@ -13,6 +14,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "radix_attention/ops/kv_append.cuh"
@@ -95,6 +97,29 @@ TCache expected_element(TIn x, float scale) {
   }
 }
 
+/// Writes into the pool's host model what kv_append stores for `slots`: the rows of `in` laid
+/// out as `il`, quantised with the per-head scales for an fp8 cache.
+template <class TIn, class TCache>
+void model_append(Pool<TCache>& pool, const std::vector<TIn>& in, const InputLayout& il,
+                  const std::vector<std::int32_t>& slots, const std::vector<float>& k_scale,
+                  const std::vector<float>& v_scale) {
+  const std::int64_t ts = il.token_stride != 0 ? il.token_stride : pool.heads * pool.D;
+  const std::int64_t hs = il.head_stride != 0 ? il.head_stride : pool.D;
+  for (std::size_t t = 0; t < slots.size(); ++t) {
+    if (slots[t] < 0) continue;
+    const int block = slots[t] / pool.bs, offset = slots[t] % pool.bs;
+    for (int is_v = 0; is_v < 2; ++is_v) {
+      for (int h = 0; h < pool.heads; ++h) {
+        const float scale = is_v ? v_scale[h] : k_scale[h];
+        for (int e = 0; e < pool.D; ++e) {
+          const TIn x = in[(is_v ? il.v_offset : il.k_offset) + std::int64_t(t) * ts + h * hs + e];
+          pool.at(is_v, block, offset, h, e) = expected_element<TCache>(x, scale);
+        }
+      }
+    }
+  }
+}
+
 template <class TIn, class TCache>
 void run_case(const Case& c, std::uint64_t seed) {
   SCOPED_TRACE(::testing::Message()
@@ -132,21 +157,7 @@ void run_case(const Case& c, std::uint64_t seed) {
   kv_append(input, d_slots.data(), pool.view(), nullptr, options);
   RADIX_ATTENTION_CUDA_CHECK(cudaDeviceSynchronize());
 
-  const std::int64_t ts = il.token_stride != 0 ? il.token_stride : c.heads * c.head_dim;
-  const std::int64_t hs = il.head_stride != 0 ? il.head_stride : c.head_dim;
-  for (int t = 0; t < n; ++t) {
-    if (slots[t] < 0) continue;
-    const int block = slots[t] / c.block_size, offset = slots[t] % c.block_size;
-    for (int is_v = 0; is_v < 2; ++is_v) {
-      for (int h = 0; h < c.heads; ++h) {
-        const float scale = is_v ? v_scale[h] : k_scale[h];
-        for (int e = 0; e < c.head_dim; ++e) {
-          const TIn x = in[(is_v ? il.v_offset : il.k_offset) + t * ts + h * hs + e];
-          pool.at(is_v, block, offset, h, e) = expected_element<TCache>(x, scale);
-        }
-      }
-    }
-  }
+  model_append(pool, in, il, slots, k_scale, v_scale);
   test::expect_pool_matches(pool);
   EXPECT_EQ(d_nonfinite.download()[0], 0) << "random finite inputs counted as non-finite";
 }
@@ -255,6 +266,106 @@ TEST_F(KvAppendGpu, Fp8SaturatesInfKeepsNanAndCountsBoth) {
   const std::vector<__nv_fp8_e4m3> got = pool.device.download();
   EXPECT_EQ(got[test::pool_index(pool.layout, bs, heads, D, false, 1, 1, 0, 2)].__x & 0x7F, 0x7F)
       << "NaN input must stay NaN";
+}
+
+/// One decode append per layer, captured into one CUDA graph (global capture mode: a
+/// synchronisation or an allocation in kv_append's launch path would fail the capture).
+class CapturedAppends {
+ public:
+  template <class Record>
+  explicit CapturedAppends(Record&& record) {
+    RADIX_ATTENTION_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    RADIX_ATTENTION_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
+    try {
+      record(stream_);
+    } catch (...) {
+      cudaGraph_t aborted = nullptr;
+      (void)cudaStreamEndCapture(stream_, &aborted);
+      if (aborted != nullptr) (void)cudaGraphDestroy(aborted);
+      (void)cudaStreamDestroy(stream_);
+      throw;
+    }
+    RADIX_ATTENTION_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph_));
+    RADIX_ATTENTION_CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
+  }
+  CapturedAppends(const CapturedAppends&) = delete;
+  CapturedAppends& operator=(const CapturedAppends&) = delete;
+  ~CapturedAppends() {
+    if (exec_ != nullptr) (void)cudaGraphExecDestroy(exec_);
+    if (graph_ != nullptr) (void)cudaGraphDestroy(graph_);
+    (void)cudaStreamDestroy(stream_);
+  }
+  void replay() {
+    RADIX_ATTENTION_CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+    RADIX_ATTENTION_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+/// A decode step of kLayers layers as an engine runs it: each layer's kv_append (its own pool,
+/// input rows and slot mapping; 8 heads x 128, block 16, 256 tokens with padding) captured
+/// once, then replayed for several steps whose new rows and slots are uploaded into the same
+/// device buffers between replays. Every replay must write that step's rows at that step's
+/// slots: the graph holds pointers, never the values of the step it was captured in.
+template <class TIn, class TCache>
+void run_graph_case(std::uint64_t seed) {
+  constexpr int kLayers = 3, kHeads = 8, kD = 128, kBs = 16, kBlocks = 40, kTokens = 256;
+  SCOPED_TRACE(::testing::Message() << DTypeTraits<TIn>::name << "->" << DTypeTraits<TCache>::name);
+  std::mt19937_64 rng(seed);
+  const InputLayout il = make_input_layout(Input::kDense, kTokens, kHeads, kD);
+  std::vector<Pool<TCache>> pools;
+  std::vector<DeviceBuffer<TIn>> d_in;
+  std::vector<DeviceBuffer<std::int32_t>> d_slots;
+  for (int l = 0; l < kLayers; ++l) {
+    pools.emplace_back(Layout::kNhd, kBlocks, kBs, kHeads, kD, rng);
+    d_in.emplace_back(static_cast<std::size_t>(il.elements));
+    d_slots.emplace_back(static_cast<std::size_t>(kTokens));
+  }
+  std::vector<float> k_scale(kHeads, 1.f), v_scale(kHeads, 1.f);
+  std::uniform_real_distribution<float> scale_dist(0.004f, 0.05f);
+  if constexpr (!std::is_same_v<TCache, TIn>) {
+    for (int h = 0; h < kHeads; ++h) k_scale[h] = scale_dist(rng), v_scale[h] = scale_dist(rng);
+  }
+  DeviceBuffer<float> d_k_scale(k_scale), d_v_scale(v_scale);
+  KvAppendOptions options;
+  if constexpr (!std::is_same_v<TCache, TIn>) {
+    options.scales = {d_k_scale.data(), d_v_scale.data(), KvScaleMode::kPerHead};
+  }
+
+  CapturedAppends graph([&](cudaStream_t stream) {
+    for (int l = 0; l < kLayers; ++l) {
+      const KvAppendInput<TIn> input{d_in[l].data() + il.k_offset, d_in[l].data() + il.v_offset,
+                                     kTokens};
+      kv_append(input, d_slots[l].data(), pools[l].view(), stream, options);
+    }
+  });
+  for (int step = 0; step < 3; ++step) {
+    SCOPED_TRACE(::testing::Message() << "replay " << step);
+    std::vector<std::vector<TIn>> in(kLayers);
+    std::vector<std::vector<std::int32_t>> slots(kLayers);
+    for (int l = 0; l < kLayers; ++l) {
+      in[l] = test::random_vector<TIn>(il.elements, rng, -2.f, 2.f);
+      slots[l] = random_slots(kTokens, std::int64_t(kBlocks) * kBs, 0.1, rng);
+      d_in[l].upload(in[l]);
+      d_slots[l].upload(slots[l]);
+    }
+    graph.replay();
+    for (int l = 0; l < kLayers; ++l) {
+      model_append(pools[l], in[l], il, slots[l], k_scale, v_scale);
+      test::expect_pool_matches(pools[l]);
+    }
+    if (::testing::Test::HasFailure()) return;
+  }
+}
+
+TEST_F(KvAppendGpu, DecodeAppendsReplayFromACudaGraph) {
+  run_graph_case<__nv_bfloat16, __nv_bfloat16>(41);
+  run_graph_case<__nv_bfloat16, __nv_fp8_e4m3>(42);
+  run_graph_case<__half, __half>(43);
 }
 
 // ---- the host quantiser model, and argument checks: no GPU needed ----

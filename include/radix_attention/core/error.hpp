@@ -42,6 +42,14 @@ class CudaError : public Error {
   using Error::Error;
 };
 
+/// Marks the out-of-line throw paths of expects / expects_that: the checks run on every launch
+/// (a few dozen per call), so the compiler keeps only a compare and a not-taken branch inline.
+#if defined(__GNUC__) || defined(__clang__)
+#define RADIX_ATTENTION_COLD __attribute__((noinline, cold))
+#else
+#define RADIX_ATTENTION_COLD
+#endif
+
 namespace detail {
 
 template <class... Parts>
@@ -49,6 +57,11 @@ std::string concat(Parts&&... parts) {
   std::ostringstream out;
   (out << ... << std::forward<Parts>(parts));
   return out.str();
+}
+
+template <class Exception, class... Parts>
+[[noreturn]] RADIX_ATTENTION_COLD void throw_concat(const Parts&... parts) {
+  throw Exception(concat("radix_attention: ", parts...));
 }
 
 }  // namespace detail
@@ -59,18 +72,14 @@ std::string concat(Parts&&... parts) {
 /// preconditions, so messages look the same everywhere.
 template <class Exception = InvalidArgument, class Value>
 void expects(bool condition, const char* name, const Value& value, const char* requirement) {
-  if (!condition) {
-    throw Exception(detail::concat("radix_attention: ", name, " = ", value, ": ", requirement));
-  }
+  if (!condition) detail::throw_concat<Exception>(name, " = ", value, ": ", requirement);
 }
 
 /// @brief Throws `Exception` with "radix_attention: <message parts...>" unless `condition` holds;
 /// for checks that relate several values.
 template <class Exception = InvalidArgument, class... Parts>
 void expects_that(bool condition, Parts&&... message) {
-  if (!condition) {
-    throw Exception(detail::concat("radix_attention: ", std::forward<Parts>(message)...));
-  }
+  if (!condition) detail::throw_concat<Exception>(message...);
 }
 
 }  // namespace radix_attention

@@ -17,6 +17,7 @@
 
 #include "radix_attention/core/views.hpp"
 #include "radix_attention/kernels/detail/bounds_check.cuh"
+#include "radix_attention/kernels/detail/fast_divmod.cuh"
 #include "radix_attention/kernels/detail/kv_packet.cuh"
 
 namespace radix_attention::detail {
@@ -36,10 +37,10 @@ struct KvAppendParams {
   KvStrides cache_strides{};  ///< resolved (elements)
   const std::int32_t* slot_mapping = nullptr;
   int num_tokens = 0;
-  int num_kv_heads = 0;
-  int chunks_per_head = 0;  ///< head_dim / packet elements
-  int block_size = 0;
-  int num_slots = 0;  ///< num_blocks * block_size (device bound check only)
+  int tensor_items = 0;        ///< packets of one token's K (or V) row: heads * chunks_per_head
+  FastDivmod chunks_per_head;  ///< head_dim / packet elements
+  FastDivmod block_size;       ///< slot -> (block, offset)
+  int num_slots = 0;           ///< num_blocks * block_size (device bound check only)
   // fp8 cache only:
   const float* k_scale = nullptr;  ///< nullptr = 1
   const float* v_scale = nullptr;
@@ -50,31 +51,27 @@ struct KvAppendParams {
 /// kVec: elements per packet (16 bytes of the cache, or 1 on the scalar path); kTokens: tokens
 /// per thread (4 for large appends to keep loads in flight, 1 for a decode step to spread a few
 /// tokens over many SMs).
+///
+/// A decode step is latency-bound (every thread moves one packet), so the order below keeps its
+/// critical path at one memory round trip: the slot, the input rows and (fp8) the scale are all
+/// loaded before any of them is waited on, and the index math between a load's return and its
+/// store is a multiply and a shift (FastDivmod), not a division.
 template <class TIn, class TCache, int kVec, int kTokens>
 __global__ void __launch_bounds__(kKvWriteThreads) kv_append_kernel(KvAppendParams<TIn, TCache> p) {
   const int first = blockIdx.x * (blockDim.y * kTokens) + threadIdx.y;
-  // The slots and the input rows are independent loads: issuing both before waiting on
-  // either keeps a decode step at one memory latency before its stores.
   std::int32_t slot[kTokens];
 #pragma unroll
   for (int u = 0; u < kTokens; ++u) {
     const int t = first + u * blockDim.y;
     slot[u] = t < p.num_tokens ? __ldg(p.slot_mapping + t) : -1;
   }
-  const int row_items = 2 * p.num_kv_heads * p.chunks_per_head;
+  const int row_items = 2 * p.tensor_items;
   int nonfinite = 0;
   for (int j = threadIdx.x; j < row_items; j += blockDim.x) {
-    const KvRowItem item = kv_row_item(j, p.num_kv_heads, p.chunks_per_head, kVec);
+    const KvRowItem item = kv_row_item(j, p.tensor_items, p.chunks_per_head, kVec);
     const TIn* in = (item.is_v ? p.v_in : p.k_in) + item.head * p.in_head_stride + item.elem;
     TCache* out =
         (item.is_v ? p.v_cache : p.k_cache) + item.head * p.cache_strides.head + item.elem;
-    float inv_scale = 1.f;
-    if constexpr (std::is_same_v<TCache, __nv_fp8_e4m3>) {
-      const float* scale = item.is_v ? p.v_scale : p.k_scale;
-      // Correctly rounded whatever the compile flags (--use_fast_math would make `1.f / s`
-      // approximate), so the host model of core/kv_scales.hpp reproduces it.
-      if (scale != nullptr) inv_scale = __frcp_rn(__ldg(scale + item.head * p.scale_head_step));
-    }
     KvPacket<TIn, kVec> x[kTokens];
 #pragma unroll
     for (int u = 0; u < kTokens; ++u) {
@@ -82,12 +79,20 @@ __global__ void __launch_bounds__(kKvWriteThreads) kv_append_kernel(KvAppendPara
       // Padding tokens' rows are loaded too (they exist): the load need not wait for the slot.
       if (t < p.num_tokens) x[u] = load_packet<TIn, kVec, true>(in + t * p.in_token_stride);
     }
+    float inv_scale = 1.f;
+    if constexpr (std::is_same_v<TCache, __nv_fp8_e4m3>) {
+      // Loaded after the rows, so its round trip overlaps theirs instead of preceding it.
+      const float* scale = item.is_v ? p.v_scale : p.k_scale;
+      // Correctly rounded whatever the compile flags (--use_fast_math would make `1.f / s`
+      // approximate), so the host model of core/kv_scales.hpp reproduces it.
+      if (scale != nullptr) inv_scale = __frcp_rn(__ldg(scale + item.head * p.scale_head_step));
+    }
 #pragma unroll
     for (int u = 0; u < kTokens; ++u) {
       if (slot[u] < 0) continue;  // padding, or past num_tokens
       RADIX_ATTENTION_DEVICE_CHECK_BOUNDS(slot[u] < p.num_slots);
-      const int block = slot[u] / p.block_size;
-      const int offset = slot[u] - block * p.block_size;
+      const int block = p.block_size.div(slot[u]);
+      const int offset = p.block_size.mod(slot[u], block);
       store_packet(out + block * p.cache_strides.block + offset * p.cache_strides.token,
                    to_cache_packet<TCache>(x[u], inv_scale, nonfinite));
     }

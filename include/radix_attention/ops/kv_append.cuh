@@ -165,16 +165,17 @@ void kv_append(const KvAppendInput<TIn>& input, const std::int32_t* slot_mapping
   p.cache_strides = resolved_strides(cache);
   p.slot_mapping = slot_mapping;
   p.num_tokens = input.num_tokens;
-  p.num_kv_heads = cache.num_kv_heads;
-  p.chunks_per_head = cache.head_dim / vec;
-  p.block_size = cache.block_size;
+  const int chunks_per_head = cache.head_dim / vec;
+  p.tensor_items = cache.num_kv_heads * chunks_per_head;  // < 2^29: checked
+  p.chunks_per_head = detail::FastDivmod(chunks_per_head);
+  p.block_size = detail::FastDivmod(cache.block_size);
   p.num_slots = cache.num_blocks * cache.block_size;  // fits: checked
   p.k_scale = options.scales.k_scale;
   p.v_scale = options.scales.v_scale;
   p.scale_head_step = options.scales.mode == KvScaleMode::kPerHead ? 1 : 0;
   p.nonfinite_count = options.nonfinite_count;
 
-  const int row_items = 2 * p.num_kv_heads * p.chunks_per_head;
+  const int row_items = 2 * p.tensor_items;
   const auto instance = detail::select_kv_append_kernel<TIn, TCache>(
       packets, detail::kv_write_is_large(input.num_tokens, row_items));
   const detail::KvWriteBlock block = detail::kv_write_block(row_items);

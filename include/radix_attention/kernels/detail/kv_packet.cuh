@@ -13,6 +13,7 @@
 
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/core/fp8.cuh"
+#include "radix_attention/kernels/detail/fast_divmod.cuh"
 
 namespace radix_attention::detail {
 
@@ -104,6 +105,18 @@ __device__ __forceinline__ KvRowItem kv_row_item(int j, int num_kv_heads, int ch
   const int within = is_v ? j - per_tensor : j;
   const int head = within / chunks_per_head;
   return {is_v, head, (within - head * chunks_per_head) * packet_elems};
+}
+
+/// kv_row_item with the divisor fixed at launch: `tensor_items` = num_kv_heads * chunks_per_head
+/// packets of one K (or V) row; one multiply-shift instead of a division (kv_append, whose
+/// threads each decompose one item).
+__device__ __forceinline__ KvRowItem kv_row_item(int j, int tensor_items,
+                                                 const FastDivmod& chunks_per_head,
+                                                 int packet_elems) {
+  const bool is_v = j >= tensor_items;
+  const int within = is_v ? j - tensor_items : j;
+  const int head = chunks_per_head.div(within);
+  return {is_v, head, chunks_per_head.mod(within, head) * packet_elems};
 }
 
 }  // namespace radix_attention::detail
