@@ -134,6 +134,7 @@ __device__ __forceinline__ void produce_gathered_tile(const PagedPrefillParams<T
   named_barrier_sync(Traits::kProducerBarrier, 128);
   load_paged_kv_tile<T, HEAD_DIM, kTile, 128, Sw128Layout<T, kTile>, 2>(
       sm.k_stage(stage), sm.v_stage(stage), p.k_cache, p.v_cache, sm.offsets, ptid);
+  cp_async_commit();  // wait_group covers committed groups only
   cp_async_wait<0>();
   fence_proxy_async_shared();  // generic-proxy copies -> the consumers' wgmma reads
   named_barrier_sync(Traits::kProducerBarrier, 128);
@@ -167,6 +168,7 @@ __device__ __forceinline__ void prefill_tma_produce(const PagedPrefillTmaParams<
         sm.q, p.q,
         [&](int r) { return prefill_row_offset(t, r, p.group_size, p.q_row_stride, HEAD_DIM); },
         ptid);
+    cp_async_commit();
     cp_async_wait<0>();
     fence_proxy_async_shared();
     named_barrier_sync(Traits::kProducerBarrier, 128);
