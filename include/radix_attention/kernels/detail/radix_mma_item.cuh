@@ -57,7 +57,7 @@ __device__ __forceinline__ RadixRow radix_row(const RadixPlanView& plan, int que
 }
 
 /// Copies the item's Q rows (zero for rows past `rows`) into shared memory; for an fp8 cache in
-/// the head_dim order of its K fragments (fp8_qk_dim), with synchronous loads.
+/// the head_dim order of its K fragments (fp8_qk_dim), as 4-byte copies.
 template <class T, int HEAD_DIM, int ROWS, class TKv>
 __device__ __forceinline__ void load_q_tile(T* q_smem, const RadixKernelParams<T, TKv>& p,
                                             int query_base, int row_begin, int rows, int kv_head,
@@ -76,8 +76,12 @@ __device__ __forceinline__ void load_q_tile(T* q_smem, const RadixKernelParams<T
     }
     T* dst = q_smem + swizzled_offset<T, HEAD_DIM>(row, chunk);
     if constexpr (std::is_same_v<TKv, __nv_fp8_e4m3>) {
-      *reinterpret_cast<uint4*>(dst) =
-          rr.partial >= 0 ? fp8_qk_q_chunk(p.q + row_start, chunk) : make_uint4(0u, 0u, 0u, 0u);
+      // Four pairs of the row in fp8_qk_dim order (pairs stay whole: see fp8_qk_q_chunk).
+#pragma unroll
+      for (int t = 0; t < 4; ++t) {
+        cp_async_4_zfill(dst + 2 * t, p.q + row_start + fp8_qk_dim(8 * chunk + 2 * t),
+                         rr.partial >= 0);
+      }
     } else {
       const std::int64_t src =
           rr.partial >= 0 ? row_start + chunk * (16 / static_cast<int>(sizeof(T))) : 0;
