@@ -38,6 +38,14 @@ __device__ __forceinline__ void cp_async_16_zfill(void* dst, const void* src, bo
 #endif
 }
 
+/// As cp_async_16_zfill for 4 bytes, through L1 (`.cg` copies only 16): gathers of small
+/// pieces that are read once per CTA (the permuted Q rows of the fp8 decode path).
+__device__ __forceinline__ void cp_async_4_zfill(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+               "r"(valid ? 4 : 0)
+               : "memory");
+}
+
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 }

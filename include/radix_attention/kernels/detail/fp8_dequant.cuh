@@ -1,9 +1,10 @@
 #pragma once
 /// @file
 /// Reading an fp8 e4m3 KV cache in the attention kernels. The loaders copy fp8 rows into a
-/// row-major shared staging tile with the same 16-byte cp.async copies as a 16-bit cache (half
-/// the bytes per token); once a stage has landed, dequant_e4m3_tile converts it into the 16-bit
-/// swizzled tile the tensor-core mainloop reads, so the mainloop itself is the 16-bit one.
+/// shared staging tile with the same 16-byte cp.async copies as a 16-bit cache (half the bytes
+/// per token). The decode kernels build their MMA operands from that tile in registers
+/// (fp8_mma_fragments.cuh, with e4m3x2_to); prefill converts a landed stage with
+/// dequant_e4m3_tile into the 16-bit swizzled tile its unchanged mainloop reads.
 ///
 /// The conversion is exact and unscaled (every e4m3 value is a half and a bf16 value): the
 /// kernels fold the KvScales into the math instead (k_scale into the softmax scale, v_scale
@@ -30,40 +31,55 @@ struct Fp8StagingLayout {
   }
 };
 
+/// prmt.b32 with its 4-bit selectors: bit 3 of a selector nibble fills the result byte with
+/// the sign bit of the byte it selects (__byte_perm documents only the 3-bit copy).
+__device__ __forceinline__ std::uint32_t prmt_b32(std::uint32_t a, std::uint32_t b,
+                                                  std::uint32_t selector) {
+  std::uint32_t d;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(selector));
+  return d;
+}
+
+/// The prmt selector that puts byte `i` of a and byte `j` of b (0..3 each) into bytes 0 and 2,
+/// each followed by a byte of its sign: the operand e4m3x2_to reads.
+__host__ __device__ constexpr std::uint32_t e4m3x2_selector(std::uint32_t i, std::uint32_t j) {
+  return i | ((8u | i) << 4) | ((4u + j) << 8) | ((8u | (4u + j)) << 12);
+}
+
 /**
- * Four e4m3 codes (byte 0 = first in memory) to four T values, exactly: `lo` holds elements 0
- * (low half) and 1, `hi` elements 2 and 3. Integer bit moves put each code's exponent and
- * mantissa under T's (the value times 2^-8 for half, 2^-120 for bf16; e4m3 subnormals become
- * T subnormals) and one packed multiply by the power of two restores it. Every step runs at full
- * rate, unlike the float conversion units a cvt chain would use.
+ * Two e4m3 codes, in bytes 0 and 2 of `x` with their sign bits replicated in bytes 1 and 3 (a
+ * prmt with e4m3x2_selector), to a packed pair of T, exactly: the low half from byte 0. One
+ * shift puts each code's exponent and mantissa under T's, and the sign under T's from the byte
+ * above (the value times 2^-8 for half, 2^-120 for bf16; e4m3 subnormals become T subnormals);
+ * a mask drops the rest and one packed multiply by the power of two restores the value. Every
+ * step runs at full rate, unlike the float conversion units a cvt chain would use.
  */
+template <class T>
+__device__ __forceinline__ std::uint32_t e4m3x2_to(std::uint32_t x) {
+  if constexpr (std::is_same_v<T, __half>) {
+    // s eeee mmm at bits 7..0, s at 8 -> half bits 15 | 13..10 | 9..7: the value times 2^-8.
+    std::uint32_t a = (x << 7) & 0xBF80BF80u;
+    const __half2 bias = __halves2half2(__ushort_as_half(0x5C00), __ushort_as_half(0x5C00));
+    const __half2 r = __hmul2(*reinterpret_cast<const __half2*>(&a), bias);
+    return *reinterpret_cast<const std::uint32_t*>(&r);
+  } else {
+    static_assert(std::is_same_v<T, __nv_bfloat16>, "e4m3x2_to: __half or __nv_bfloat16");
+    // s eeee mmm at bits 7..0, s at 11 -> bf16 bits 15 | 10..7 | 6..4: the value times 2^-120.
+    std::uint32_t a = (x << 4) & 0x87F087F0u;
+    const __nv_bfloat162 bias =
+        __halves2bfloat162(__ushort_as_bfloat16(0x7B80), __ushort_as_bfloat16(0x7B80));
+    const __nv_bfloat162 r = __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&a), bias);
+    return *reinterpret_cast<const std::uint32_t*>(&r);
+  }
+}
+
+/// Four e4m3 codes (byte 0 = first in memory) to four T values, exactly (e4m3x2_to): `lo`
+/// holds elements 0 (low half) and 1, `hi` elements 2 and 3.
 template <class T>
 __device__ __forceinline__ void dequant_e4m3x4(std::uint32_t codes, std::uint32_t& lo,
                                                std::uint32_t& hi) {
-  // Each 16-bit half gets one code in its high byte: [0, b0, 0, b1] and [0, b2, 0, b3].
-  const std::uint32_t x01 = __byte_perm(codes, 0u, 0x1404);
-  const std::uint32_t x23 = __byte_perm(codes, 0u, 0x3424);
-  if constexpr (std::is_same_v<T, __half>) {
-    // s eeee mmm -> half bits 15 | 13..10 | 9..7: the value times 2^-8.
-    auto move = [](std::uint32_t x) { return (x & 0x80008000u) | ((x >> 1) & 0x3F803F80u); };
-    const __half2 bias = __halves2half2(__ushort_as_half(0x5C00), __ushort_as_half(0x5C00));
-    std::uint32_t a = move(x01), b = move(x23);
-    const __half2 ra = __hmul2(*reinterpret_cast<const __half2*>(&a), bias);
-    const __half2 rb = __hmul2(*reinterpret_cast<const __half2*>(&b), bias);
-    lo = *reinterpret_cast<const std::uint32_t*>(&ra);
-    hi = *reinterpret_cast<const std::uint32_t*>(&rb);
-  } else {
-    static_assert(std::is_same_v<T, __nv_bfloat16>, "dequant_e4m3x4: __half or __nv_bfloat16");
-    // s eeee mmm -> bf16 bits 15 | 10..7 | 6..4: the value times 2^-120.
-    auto move = [](std::uint32_t x) { return (x & 0x80008000u) | ((x >> 4) & 0x07F007F0u); };
-    const __nv_bfloat162 bias =
-        __halves2bfloat162(__ushort_as_bfloat16(0x7B80), __ushort_as_bfloat16(0x7B80));
-    std::uint32_t a = move(x01), b = move(x23);
-    const __nv_bfloat162 ra = __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&a), bias);
-    const __nv_bfloat162 rb = __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&b), bias);
-    lo = *reinterpret_cast<const std::uint32_t*>(&ra);
-    hi = *reinterpret_cast<const std::uint32_t*>(&rb);
-  }
+  lo = e4m3x2_to<T>(prmt_b32(codes, codes, e4m3x2_selector(0, 1)));
+  hi = e4m3x2_to<T>(prmt_b32(codes, codes, e4m3x2_selector(2, 3)));
 }
 
 /**

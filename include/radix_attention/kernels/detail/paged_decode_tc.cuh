@@ -11,11 +11,12 @@
 /// tokens are looked up one tile ahead of their copies (block-table reads never stall a copy),
 /// so block_size 1 streams as fast as block_size 16.
 ///
-/// An fp8 e4m3 cache (TKv = __nv_fp8_e4m3) streams half the bytes per token into row-major
-/// fp8 stages; after a stage lands each warp dequantises the 16 K and V rows it reads
-/// (kernels/detail/fp8_dequant.cuh) into one 16-bit tile that the same mainloop reads, the K
-/// scale folded into the softmax scale and the V scale into the output. The rows are the warp's
-/// own, so a __syncwarp orders the conversion before the reads: no CTA barrier is added.
+/// An fp8 e4m3 cache (TKv = __nv_fp8_e4m3) streams half the bytes per token into fp8 stages
+/// (Fp8FragmentTile); each warp builds its K and V MMA operands in registers from the staged
+/// bytes (kernels/detail/fp8_mma_fragments.cuh), so a stage is read from shared memory once.
+/// Q is stored in the permuted head_dim order those K fragments use, and the output columns,
+/// permuted by the V fragments, are put back in order when the warps publish them. The K scale
+/// is folded into the softmax scale and the V scale into the output.
 
 #include <cuda_fp8.h>
 
@@ -24,6 +25,7 @@
 
 #include "radix_attention/kernels/detail/cp_async.cuh"
 #include "radix_attention/kernels/detail/fp8_dequant.cuh"
+#include "radix_attention/kernels/detail/fp8_mma_fragments.cuh"
 #include "radix_attention/kernels/detail/mma.cuh"
 #include "radix_attention/kernels/detail/paged_decode_common.cuh"
 
@@ -44,7 +46,7 @@ struct PagedDecodeTcTraits {
   static constexpr int kRows = 16;        // query heads per CTA: the MMA's M
   static constexpr int kWarpTokens = 16;  // tokens per warp per tile: the P*V MMA's K
   static constexpr int kTileTokens = kWarps * kWarpTokens;
-  static constexpr int kChunks = D / 8;  // 16-byte chunks per 16-bit row (Q, dequantised K/V)
+  static constexpr int kChunks = D / 8;  // 16-byte chunks per 16-bit row (Q, 16-bit K/V)
   static constexpr bool kFp8 = std::is_same_v<TKv, __nv_fp8_e4m3>;
   static_assert(kFp8 || std::is_same_v<TKv, T>, "the cache holds T or fp8 e4m3");
   static constexpr int kKvChunks = D * static_cast<int>(sizeof(TKv)) / 16;  // per cache row
@@ -52,7 +54,7 @@ struct PagedDecodeTcTraits {
   // Enough bytes in flight per SM to cover DRAM latency with 2 CTAs/SM at D <= 128 (96 KB each)
   // and 1 CTA/SM at D = 256 (128 KB); more stages would only lower occupancy. An fp8 stage is
   // half as large, so one more stage keeps about as many bytes in flight (D = 128: 4 x 16 KB
-  // stages + the 32 KB dequantised tile, still 2 CTAs/SM; D = 256: 3 x 32 KB + 64 KB, 1 CTA).
+  // stages, 69 KB in all: 3 CTAs/SM where registers allow; D = 256: 3 x 32 KB, 2 CTAs/SM).
   static constexpr int kStages =
       kFp8 ? (D >= 256 ? 3 : 4)
            : (D >= 256 ? 2 : (D >= 128 ? RADIX_ATTENTION_DECODE_TC_STAGES_128 : 4));
@@ -60,16 +62,12 @@ struct PagedDecodeTcTraits {
   static constexpr int kStageBytes = 2 * kTileElems * static_cast<int>(sizeof(TKv));
   static constexpr int kSlotRing = kStages + 1;  // slots of tiles i .. i + kStages
   static constexpr int kPipeBytes = kStages * kStageBytes;
-  // fp8: the dequantised K and V tile the mainloop reads, right after the stages.
-  static constexpr int kDequantBytes = kFp8 ? 2 * kTileElems * static_cast<int>(sizeof(T)) : 0;
   static constexpr int kQBytes = kRows * D * static_cast<int>(sizeof(T));
-  static constexpr int kSmemBytes =
-      kPipeBytes + kDequantBytes + kQBytes + kSlotRing * kTileTokens * 4;
+  static constexpr int kSmemBytes = kPipeBytes + kQBytes + kSlotRing * kTileTokens * 4;
   // Queries stay in registers up to D = 128; at D = 256 they would push the 128 float output
   // accumulators into spills, so they are re-read from shared memory each tile instead.
   static constexpr bool kQInRegs = D <= 128;
-  static_assert(sizeof(EpilogueSmem<kWarps, kRows, D>) <= kPipeBytes + kDequantBytes,
-                "epilogue scratch");
+  static_assert(sizeof(EpilogueSmem<kWarps, kRows, D>) <= kPipeBytes, "epilogue scratch");
 };
 
 /// Element offset of 16-byte chunk `chunk` of row `row` in a swizzled [rows][D] tile: the chunk
@@ -79,12 +77,6 @@ __device__ __forceinline__ int swz(int row, int chunk) {
   return row * D + ((chunk ^ (row & 7)) << 3);
 }
 
-/// The swizzled 16-bit tile layout of swz, for the fp8 dequantisation.
-template <int D>
-struct DecodeTileLayout {
-  __device__ __forceinline__ static int offset(int row, int chunk) { return swz<D>(row, chunk); }
-};
-
 template <class T, int D, class TKv = T>
 __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D, TKv>::kThreads)
     paged_decode_tc_kernel(const PagedDecodeParams<T, TKv> p) {
@@ -93,9 +85,8 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D, TKv>::kThreads)
   constexpr int TK = Tr::kTileTokens;
   extern __shared__ __align__(128) unsigned char smem[];
   TKv* kv_smem = reinterpret_cast<TKv*>(smem);
-  T* dequant_smem = reinterpret_cast<T*>(smem + Tr::kPipeBytes);  // fp8 only
-  T* q_smem = reinterpret_cast<T*>(smem + Tr::kPipeBytes + Tr::kDequantBytes);
-  int* slot_ring = reinterpret_cast<int*>(smem + Tr::kPipeBytes + Tr::kDequantBytes + Tr::kQBytes);
+  T* q_smem = reinterpret_cast<T*>(smem + Tr::kPipeBytes);
+  int* slot_ring = reinterpret_cast<int*>(smem + Tr::kPipeBytes + Tr::kQBytes);
 
   const int tid = threadIdx.x;
   allow_dependent_launch();
@@ -141,10 +132,10 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D, TKv>::kThreads)
     }
   };
   // Shared element offset of 16-byte chunk c of staged row r: the swizzled tile for a 16-bit
-  // cache, the row-major staging tile for fp8.
+  // cache, the fp8 fragment tile for fp8.
   auto stage_offset = [](int r, int c) {
     if constexpr (Tr::kFp8) {
-      return Fp8StagingLayout<D>::offset(r, c);
+      return Fp8FragmentTile<D>::offset(r, c);
     } else {
       return swz<D>(r, c);
     }
@@ -173,8 +164,12 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D, TKv>::kThreads)
     const int c = i % Tr::kChunks;
     uint4 val = make_uint4(0, 0, 0, 0);
     if (r < rows) {
-      val = *reinterpret_cast<const uint4*>(p.q + static_cast<long long>(seq) * p.q_row_stride +
-                                            (head0 + r) * D + c * 8);
+      const T* q_row = p.q + static_cast<long long>(seq) * p.q_row_stride + (head0 + r) * D;
+      if constexpr (Tr::kFp8) {
+        val = fp8_qk_q_chunk(q_row, c);  // the head_dim order of the fp8 K fragments
+      } else {
+        val = *reinterpret_cast<const uint4*>(q_row + c * 8);
+      }
     }
     *reinterpret_cast<uint4*>(q_smem + swz<D>(r, c)) = val;
   }
@@ -218,40 +213,36 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D, TKv>::kThreads)
     next_block = load_block(tile + S + 1);
     issue_tile(tile + S - 1);
 
-    const T* k_tile;
-    if constexpr (Tr::kFp8) {
-      // Rows [wrow, wrow + 16) of K and V: the only rows this warp's ldmatrix loads read, and
-      // read by no other warp. The stage landed for every thread at the barrier above, and this
-      // warp finished reading its previous 16-bit rows before that barrier.
-      const auto* staged = reinterpret_cast<const unsigned char*>(
-          kv_smem + (tile % S) * 2 * Tr::kTileElems + wrow * D);
-      static_assert(Tr::kWarpTokens % 8 == 0, "a warp's rows start on a swizzle period");
-      using Rows = DecodeTileLayout<D>;
-      dequant_e4m3_tile<T, D, Tr::kWarpTokens, 32, Rows>(staged, dequant_smem + wrow * D, lane);
-      dequant_e4m3_tile<T, D, Tr::kWarpTokens, 32, Rows>(
-          staged + Tr::kTileElems, dequant_smem + Tr::kTileElems + wrow * D, lane);
-      __syncwarp();
-      k_tile = dequant_smem;
-    } else {
-      k_tile = kv_smem + (tile % S) * 2 * Tr::kTileElems;
-    }
-    const T* v_tile = k_tile + Tr::kTileElems;
-
     // S = Q K^T for this warp's 16 tokens: two n-tiles of 8 tokens.
     float score[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+    const TKv* k_stage = kv_smem + (tile % S) * 2 * Tr::kTileElems;
+    if constexpr (Tr::kFp8) {
+      // The stage landed for every thread at the barrier above.
+      const auto* k_rows = reinterpret_cast<const unsigned char*>(k_stage + wrow * D);
+      static_assert(Tr::kWarpTokens % 8 == 0, "a warp's rows start on a swizzle period");
+      fp8_qk<T, D, Tr::kWarpTokens>(score, k_rows, lane, [&](int kk, unsigned(&a)[4]) {
+        if constexpr (Tr::kQInRegs) {
+          a[0] = q_frag[kk][0], a[1] = q_frag[kk][1], a[2] = q_frag[kk][2], a[3] = q_frag[kk][3];
+        } else {
+          load_q(a, kk);
+        }
+      });
+    } else {
+      const T* k_tile = k_stage;
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      unsigned a[4];
-      if constexpr (Tr::kQInRegs) {
-        a[0] = q_frag[kk][0], a[1] = q_frag[kk][1], a[2] = q_frag[kk][2], a[3] = q_frag[kk][3];
-      } else {
-        load_q(a, kk);
+      for (int kk = 0; kk < D / 16; ++kk) {
+        unsigned a[4];
+        if constexpr (Tr::kQInRegs) {
+          a[0] = q_frag[kk][0], a[1] = q_frag[kk][1], a[2] = q_frag[kk][2], a[3] = q_frag[kk][3];
+        } else {
+          load_q(a, kk);
+        }
+        unsigned b[4];
+        ldmatrix_x4(
+            b, k_tile + swz<D>(wrow + (lane & 7) + ((lane >> 4) << 3), 2 * kk + ((lane >> 3) & 1)));
+        mma_m16n8k16<T>(score[0], a, b[0], b[1]);
+        mma_m16n8k16<T>(score[1], a, b[2], b[3]);
       }
-      unsigned b[4];
-      ldmatrix_x4(
-          b, k_tile + swz<D>(wrow + (lane & 7) + ((lane >> 4) << 3), 2 * kk + ((lane >> 3) & 1)));
-      mma_m16n8k16<T>(score[0], a, b[0], b[1]);
-      mma_m16n8k16<T>(score[1], a, b[2], b[3]);
     }
 
     // Online softmax in the base-2 domain; tokens past the range score -inf.
@@ -285,12 +276,16 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D, TKv>::kThreads)
     }
     row_sum[0] = row_sum[0] * correction[0] + score[0][0] + score[0][1] + score[1][0] + score[1][1];
     row_sum[1] = row_sum[1] * correction[1] + score[0][2] + score[0][3] + score[1][2] + score[1][3];
+    // fp8: the operand conversions take issue slots the 16-bit path spends on nothing, so
+    // the rescale is skipped once the maxima settle (correction 1 everywhere, warp-uniform).
+    if (!Tr::kFp8 || __any_sync(0xffffffffu, correction[0] != 1.f || correction[1] != 1.f)) {
 #pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      o_acc[j][0] *= correction[0];
-      o_acc[j][1] *= correction[0];
-      o_acc[j][2] *= correction[1];
-      o_acc[j][3] *= correction[1];
+      for (int j = 0; j < D / 8; ++j) {
+        o_acc[j][0] *= correction[0];
+        o_acc[j][1] *= correction[0];
+        o_acc[j][2] *= correction[1];
+        o_acc[j][3] *= correction[1];
+      }
     }
 
     // O += P V: the score accumulators are, re-packed, the A fragment of P (16 x 16 tokens).
@@ -299,13 +294,21 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D, TKv>::kThreads)
     pa[1] = DTypeTraits<T>::pack2(score[0][2], score[0][3]);
     pa[2] = DTypeTraits<T>::pack2(score[1][0], score[1][1]);
     pa[3] = DTypeTraits<T>::pack2(score[1][2], score[1][3]);
+    if constexpr (Tr::kFp8) {
+      // Columns of o_acc come out in fp8_pv_dim order; the epilogue restores head_dim order.
+      fp8_pv_16<T, D>(o_acc, pa,
+                      reinterpret_cast<const unsigned char*>(k_stage + Tr::kTileElems + wrow * D),
+                      lane);
+    } else {
+      const T* v_tile = k_stage + Tr::kTileElems;
 #pragma unroll
-    for (int jj = 0; jj < D / 16; ++jj) {
-      unsigned b[4];
-      ldmatrix_x4_trans(
-          b, v_tile + swz<D>(wrow + (lane & 7) + (((lane >> 3) & 1) << 3), 2 * jj + (lane >> 4)));
-      mma_m16n8k16<T>(o_acc[2 * jj], pa, b[0], b[1]);
-      mma_m16n8k16<T>(o_acc[2 * jj + 1], pa, b[2], b[3]);
+      for (int jj = 0; jj < D / 16; ++jj) {
+        unsigned b[4];
+        ldmatrix_x4_trans(
+            b, v_tile + swz<D>(wrow + (lane & 7) + (((lane >> 3) & 1) << 3), 2 * jj + (lane >> 4)));
+        mma_m16n8k16<T>(o_acc[2 * jj], pa, b[0], b[1]);
+        mma_m16n8k16<T>(o_acc[2 * jj + 1], pa, b[2], b[3]);
+      }
     }
   }
 
@@ -336,12 +339,17 @@ __global__ void __launch_bounds__(PagedDecodeTcTraits<T, D, TKv>::kThreads)
     epi.stats.sum[warp][g] = row_sum[0];
     epi.stats.sum[warp][g + 8] = row_sum[1];
   }
+  if constexpr (Tr::kFp8) {
+    store_fp8_pv_row<D>(epi.out[warp][g], o_acc, 0, lane, 1.f);
+    store_fp8_pv_row<D>(epi.out[warp][g + 8], o_acc, 1, lane, 1.f);
+  } else {
 #pragma unroll
-  for (int j = 0; j < D / 8; ++j) {
-    *reinterpret_cast<float2*>(&epi.out[warp][g][8 * j + 2 * c]) =
-        make_float2(o_acc[j][0], o_acc[j][1]);
-    *reinterpret_cast<float2*>(&epi.out[warp][g + 8][8 * j + 2 * c]) =
-        make_float2(o_acc[j][2], o_acc[j][3]);
+    for (int j = 0; j < D / 8; ++j) {
+      *reinterpret_cast<float2*>(&epi.out[warp][g][8 * j + 2 * c]) =
+          make_float2(o_acc[j][0], o_acc[j][1]);
+      *reinterpret_cast<float2*>(&epi.out[warp][g + 8][8 * j + 2 * c]) =
+          make_float2(o_acc[j][2], o_acc[j][3]);
+    }
   }
   __syncthreads();
   combine_warps_and_store<T, Tr::kWarps, Tr::kRows, D, Tr::kThreads>(epi.out, epi.stats, p, seq,

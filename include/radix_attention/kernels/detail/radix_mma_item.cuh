@@ -12,9 +12,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/kernels/detail/cp_async.cuh"
+#include "radix_attention/kernels/detail/fp8_mma_fragments.cuh"
 #include "radix_attention/kernels/detail/mma.cuh"
 #include "radix_attention/kernels/detail/radix_tile_loader.cuh"
 #include "radix_attention/kernels/detail/radix_traits.cuh"
@@ -26,17 +28,14 @@ template <class T, int HEAD_DIM, class TKv = T>
 struct RadixMmaSmem {
   using Traits = RadixMmaTraits<T, HEAD_DIM, TKv>;
   T* q;            ///< [kRows][HEAD_DIM], swizzled
-  TKv* kv;         ///< kStages x (K tile, V tile), swizzled (fp8: row-major staging tiles)
-  T* dequant;      ///< fp8 only: the dequantised K tile, then V tile, swizzled
+  TKv* kv;         ///< kStages x (K tile, V tile), swizzled (fp8: Fp8FragmentTile)
   int* slots;      ///< kStages x kTile physical slots
-  float* scratch;  ///< aliases kv (and dequant): cross-warp merge after the last tile
+  float* scratch;  ///< aliases kv: cross-warp merge after the last tile
 
   __device__ explicit RadixMmaSmem(unsigned char* base)
       : q(reinterpret_cast<T*>(base)),
         kv(reinterpret_cast<TKv*>(base + Traits::kSmemQ)),
-        dequant(reinterpret_cast<T*>(base + Traits::kSmemQ + Traits::kSmemKV)),
-        slots(
-            reinterpret_cast<int*>(base + Traits::kSmemQ + Traits::kSmemKV + Traits::kSmemDequant)),
+        slots(reinterpret_cast<int*>(base + Traits::kSmemQ + Traits::kSmemKV)),
         scratch(reinterpret_cast<float*>(base + Traits::kSmemQ)) {}
   __device__ TKv* k_stage(int s) const { return kv + s * 2 * Traits::kTileElems; }
   __device__ TKv* v_stage(int s) const { return kv + (s * 2 + 1) * Traits::kTileElems; }
@@ -57,7 +56,8 @@ __device__ __forceinline__ RadixRow radix_row(const RadixPlanView& plan, int que
   return {query_base + slot, kv_head * group_size + (r - slot * group_size)};
 }
 
-/// Copies the item's Q rows (zero for rows past `rows`) into shared memory.
+/// Copies the item's Q rows (zero for rows past `rows`) into shared memory; for an fp8 cache in
+/// the head_dim order of its K fragments (fp8_qk_dim), as 4-byte copies.
 template <class T, int HEAD_DIM, int ROWS, class TKv>
 __device__ __forceinline__ void load_q_tile(T* q_smem, const RadixKernelParams<T, TKv>& p,
                                             int query_base, int row_begin, int rows, int kv_head,
@@ -68,15 +68,25 @@ __device__ __forceinline__ void load_q_tile(T* q_smem, const RadixKernelParams<T
     const int row = e / kChunksPerRow;
     const int chunk = e % kChunksPerRow;
     const RadixRow rr = radix_row(p.plan, query_base, row_begin, rows, row, p.group_size, kv_head);
-    std::int64_t src = 0;
+    std::int64_t row_start = 0;
     if (rr.partial >= 0) {
       const int query = p.plan.chunk_queries[rr.partial];
-      src = static_cast<std::int64_t>(query) * p.q_row_stride +
-            static_cast<std::int64_t>(rr.q_head) * HEAD_DIM +
-            chunk * (16 / static_cast<int>(sizeof(T)));
+      row_start = static_cast<std::int64_t>(query) * p.q_row_stride +
+                  static_cast<std::int64_t>(rr.q_head) * HEAD_DIM;
     }
-    cp_async_16_zfill(q_smem + swizzled_offset<T, HEAD_DIM>(row, chunk), p.q + src,
-                      rr.partial >= 0);
+    T* dst = q_smem + swizzled_offset<T, HEAD_DIM>(row, chunk);
+    if constexpr (std::is_same_v<TKv, __nv_fp8_e4m3>) {
+      // Four pairs of the row in fp8_qk_dim order (pairs stay whole: see fp8_qk_q_chunk).
+#pragma unroll
+      for (int t = 0; t < 4; ++t) {
+        cp_async_4_zfill(dst + 2 * t, p.q + row_start + fp8_qk_dim(8 * chunk + 2 * t),
+                         rr.partial >= 0);
+      }
+    } else {
+      const std::int64_t src =
+          rr.partial >= 0 ? row_start + chunk * (16 / static_cast<int>(sizeof(T))) : 0;
+      cp_async_16_zfill(dst, p.q + src, rr.partial >= 0);
+    }
   }
 }
 
@@ -154,9 +164,8 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
   const unsigned k_x = (mi % 2) ^ mr;
   const unsigned v_lane = (wn * kWarpTokens + (mi % 2) * 8 + mr) * kRowBytes;
   const unsigned v_x = (mi / 2) ^ mr;
-  const unsigned kv_addr =
-      smem_addr(Traits::kFp8 ? static_cast<void*>(sm.dequant) : static_cast<void*>(sm.kv));
-  constexpr unsigned kStageBytes = 2 * Traits::kTileElems * sizeof(T);  // of the tile read
+  const unsigned kv_addr = smem_addr(sm.kv);
+  constexpr unsigned kStageBytes = 2 * Traits::kTileElems * sizeof(T);  // 16-bit stages
 
   unsigned qf[Traits::kQInRegisters ? kKSteps : 1][4];
   auto load_q_frag = [&](unsigned(&a)[4], int d) { ldmatrix_x4(a, q_addr + ((2 * d) ^ q_x) * 16); };
@@ -186,35 +195,15 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
                                       p.kv, tid);
     }
 
-    // fp8: dequantise the landed stage into the one 16-bit tile (its previous readers passed
-    // the barrier above); the mainloop then reads that tile as stage 0.
-    int stage = n % kStages;
-    if constexpr (Traits::kFp8) {
-      const auto* staged = reinterpret_cast<const unsigned char*>(sm.k_stage(stage));
-      using Dst = RowSwizzledTile<T, HEAD_DIM>;
-      if constexpr (WARPS_M == 1) {
-        // Each warp reads only its own kWarpTokens rows of K and V: it converts them itself and
-        // a __syncwarp orders that before its reads (no CTA barrier on private segments).
-        static_assert(kWarpTokens % 8 == 0, "a warp's rows start on a swizzle period");
-        const int row0 = wn * kWarpTokens;
-        dequant_e4m3_tile<T, HEAD_DIM, kWarpTokens, 32, Dst>(staged + row0 * HEAD_DIM,
-                                                             sm.dequant + row0 * HEAD_DIM, lane);
-        dequant_e4m3_tile<T, HEAD_DIM, kWarpTokens, 32, Dst>(
-            staged + Traits::kTileElems + row0 * HEAD_DIM,
-            sm.dequant + Traits::kTileElems + row0 * HEAD_DIM, lane);
-        __syncwarp();
-      } else {
-        static_assert(kTile % 8 == 0, "K and V convert as one tile of 2 kTile rows");
-        dequant_e4m3_tile<T, HEAD_DIM, 2 * kTile, Traits::kThreads, Dst>(staged, sm.dequant, tid);
-        __syncthreads();
-      }
-      // The tile is the same every iteration: hide that from the compiler, which would
-      // otherwise keep every fragment address of it live across the loop (spills at 256).
-      asm volatile("mov.b32 %0, 0;" : "=r"(stage));
-    }
+    const int stage = n % kStages;
     const unsigned k_addr = kv_addr + stage * kStageBytes + k_lane;
     const unsigned v_addr = kv_addr + stage * kStageBytes + kStageBytes / 2 + v_lane;
     const int warp_row0 = wn * kWarpTokens;  // first tile row (token) of this warp
+    // fp8: this warp's first staged K and V rows (the stage landed at the barrier above).
+    const auto* k_bytes =
+        reinterpret_cast<const unsigned char*>(sm.k_stage(stage)) + warp_row0 * HEAD_DIM;
+    const auto* v_bytes =
+        reinterpret_cast<const unsigned char*>(sm.v_stage(stage)) + warp_row0 * HEAD_DIM;
 
     // S = Q K^T for this warp's 16 rows x kWarpTokens tokens.
     float s[kSFrags][4];
@@ -229,14 +218,25 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
         mma_m16n8k16<T>(s[2 * kt + 1], a, b[2], b[3]);
       }
     };
+    if constexpr (Traits::kFp8) {
+      static_assert(kWarpTokens % 8 == 0, "a warp's rows start on a swizzle period");
+      fp8_qk<T, HEAD_DIM, kWarpTokens>(s, k_bytes, lane, [&](int d, unsigned(&a)[4]) {
+        if constexpr (Traits::kQInRegisters) {
+          a[0] = qf[d][0], a[1] = qf[d][1], a[2] = qf[d][2], a[3] = qf[d][3];
+        } else {
+          load_q_frag(a, d);
+        }
+      });
+    } else {
 #pragma unroll
-    for (int d = 0; d < kKSteps; ++d) {
-      if constexpr (Traits::kQInRegisters) {
-        qk_step(qf[d], d);
-      } else {
-        unsigned a[4];
-        load_q_frag(a, d);
-        qk_step(a, d);
+      for (int d = 0; d < kKSteps; ++d) {
+        if constexpr (Traits::kQInRegisters) {
+          qk_step(qf[d], d);
+        } else {
+          unsigned a[4];
+          load_q_frag(a, d);
+          qk_step(a, d);
+        }
       }
     }
 
@@ -295,12 +295,17 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
       a[1] = DTypeTraits<T>::pack2(s[2 * kt][2], s[2 * kt][3]);
       a[2] = DTypeTraits<T>::pack2(s[2 * kt + 1][0], s[2 * kt + 1][1]);
       a[3] = DTypeTraits<T>::pack2(s[2 * kt + 1][2], s[2 * kt + 1][3]);
+      if constexpr (Traits::kFp8) {
+        // Columns of o come out in fp8_pv_dim order; the stores below restore head_dim order.
+        fp8_pv_16<T, HEAD_DIM>(o, a, v_bytes + kt * 16 * HEAD_DIM, lane);
+      } else {
 #pragma unroll
-      for (int dn = 0; dn < HEAD_DIM / 16; ++dn) {
-        unsigned b[4];
-        ldmatrix_x4_trans(b, v_addr + kt * 16 * kRowBytes + ((2 * dn) ^ v_x) * 16);
-        mma_m16n8k16<T>(o[2 * dn], a, b[0], b[1]);
-        mma_m16n8k16<T>(o[2 * dn + 1], a, b[2], b[3]);
+        for (int dn = 0; dn < HEAD_DIM / 16; ++dn) {
+          unsigned b[4];
+          ldmatrix_x4_trans(b, v_addr + kt * 16 * kRowBytes + ((2 * dn) ^ v_x) * 16);
+          mma_m16n8k16<T>(o[2 * dn], a, b[0], b[1]);
+          mma_m16n8k16<T>(o[2 * dn + 1], a, b[2], b[3]);
+        }
       }
     }
 
@@ -336,10 +341,14 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
           static_cast<std::int64_t>(rr.partial) * p.num_q_heads + rr.q_head;
       const float inv = 1.f / l[i];
       float* out = p.partial_out + row_index * HEAD_DIM;
+      if constexpr (Traits::kFp8) {
+        store_fp8_pv_row<HEAD_DIM>(out, o, i, lane, inv);
+      } else {
 #pragma unroll
-      for (int f = 0; f < kOFrags; ++f) {
-        *reinterpret_cast<float2*>(out + f * 8 + 2 * c) =
-            make_float2(o[f][2 * i] * inv, o[f][2 * i + 1] * inv);
+        for (int f = 0; f < kOFrags; ++f) {
+          *reinterpret_cast<float2*>(out + f * 8 + 2 * c) =
+              make_float2(o[f][2 * i] * inv, o[f][2 * i + 1] * inv);
+        }
       }
       if (c == 0) p.partial_lse[row_index] = (m[i] + log2f(l[i])) * kLn2;
     }
@@ -353,10 +362,14 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int r = g + 8 * i;
+      if constexpr (Traits::kFp8) {
+        store_fp8_pv_row<HEAD_DIM>(o_s + (warp * 16 + r) * kStride, o, i, lane, 1.f);
+      } else {
 #pragma unroll
-      for (int f = 0; f < kOFrags; ++f) {
-        *reinterpret_cast<float2*>(o_s + (warp * 16 + r) * kStride + f * 8 + 2 * c) =
-            make_float2(o[f][2 * i], o[f][2 * i + 1]);
+        for (int f = 0; f < kOFrags; ++f) {
+          *reinterpret_cast<float2*>(o_s + (warp * 16 + r) * kStride + f * 8 + 2 * c) =
+              make_float2(o[f][2 * i], o[f][2 * i + 1]);
+        }
       }
       if (c == 0) {
         ml_s[(warp * 16 + r) * 2] = m[i];

@@ -10,7 +10,7 @@
 #include <type_traits>
 
 #include "radix_attention/kernels/detail/cp_async.cuh"
-#include "radix_attention/kernels/detail/fp8_dequant.cuh"
+#include "radix_attention/kernels/detail/fp8_mma_fragments.cuh"
 #include "radix_attention/kernels/detail/kv_slot_code.cuh"
 
 namespace radix_attention::detail {
@@ -24,21 +24,13 @@ __device__ __forceinline__ int swizzled_offset(int row, int chunk) {
   return row * HEAD_DIM + ((chunk ^ (row & 7)) * kElemsPerChunk);
 }
 
-/// swizzled_offset as the layout type the fp8 dequantisation writes.
-template <class T, int HEAD_DIM>
-struct RowSwizzledTile {
-  __device__ __forceinline__ static int offset(int row, int chunk) {
-    return swizzled_offset<T, HEAD_DIM>(row, chunk);
-  }
-};
-
 /// Where a loader puts 16-byte chunk `chunk` of staged row `row`: the swizzled tile for a
-/// 16-bit cache, the row-major staging tile (Fp8StagingLayout) for fp8, which the dequantisation
-/// reads linearly and rewrites swizzled.
+/// 16-bit cache, the fp8 fragment tile (Fp8FragmentTile) whose bytes the mainloop turns into
+/// MMA operands in registers.
 template <class T, int HEAD_DIM>
 __device__ __forceinline__ int kv_stage_offset(int row, int chunk) {
   if constexpr (std::is_same_v<T, __nv_fp8_e4m3>) {
-    return Fp8StagingLayout<HEAD_DIM>::offset(row, chunk);
+    return Fp8FragmentTile<HEAD_DIM>::offset(row, chunk);
   } else {
     return swizzled_offset<T, HEAD_DIM>(row, chunk);
   }
@@ -61,7 +53,7 @@ __device__ __forceinline__ int resolve_slot(const std::int32_t* __restrict__ tab
 
 /**
  * Issues the cp.async copies of one KV tile (K and V of TILE tokens of one KV head) into
- * swizzled shared tiles (row-major staging tiles for an fp8 cache, see kv_stage_offset): a
+ * swizzled shared tiles (fp8 fragment tiles for an fp8 cache, see kv_stage_offset): a
  * token's row starts `slot * token_stride + head_offset` elements into the cache (KvSlotCode's
  * slot_elems and kv_head * head_stride). Tokens whose slot is -1 are zero-filled (finite
  * values, masked later).

@@ -37,9 +37,9 @@ namespace radix_attention::detail {
 /// - one kernel holding both shapes (68.5 KB of shared memory, 3 CTAs per SM): spills at 168
 ///   registers; 51.4 / 103 / 86.5 us and 247 us on the long private case.
 ///
-/// An fp8 e4m3 cache (TKv) stages its tiles as row-major fp8 (half the bytes) and dequantises
-/// each landed stage into one 16-bit tile that the same mainloop reads
-/// (kernels/detail/fp8_dequant.cuh); the stage count stays, so fewer bytes are in flight.
+/// An fp8 e4m3 cache (TKv) stages its tiles as fp8 (half the bytes) and the warps build their
+/// K and V MMA operands in registers from the staged bytes
+/// (kernels/detail/fp8_mma_fragments.cuh): a stage is read from shared memory once.
 template <class T, int HEAD_DIM, class TKv = T>
 struct RadixMmaTraits {
   static constexpr int kWarps = 4;
@@ -49,25 +49,24 @@ struct RadixMmaTraits {
   /// alignment): 64 keeps K+V of one stage at 32 KB for head_dim 128, big enough for long
   /// 16-byte streams per token row, small enough for 2 CTAs (3 stages each) per SM.
   static constexpr int kTile = kRadixKvTileTokens;
-  /// Stages in flight: 3 where shared memory allows 2 CTAs per SM, else 2 (head_dim 256).
-  static constexpr int kStages = HEAD_DIM <= 128 ? 3 : 2;
+  static constexpr bool kFp8 = std::is_same_v<TKv, __nv_fp8_e4m3>;
+  static_assert(kFp8 || std::is_same_v<TKv, T>, "the cache holds T or fp8 e4m3");
+  /// Stages in flight: 3 where shared memory allows 2 CTAs per SM, else 2 (16-bit head_dim
+  /// 256). fp8 stages are half as large: 3 at head_dim 256 still fit one CTA per SM as the
+  /// 16-bit 2 do, and hold the cross-warp merge scratch (68 KB) that 2 would not.
+  static constexpr int kStages = (HEAD_DIM <= 128 || kFp8) ? 3 : 2;
   /// Q fragments stay in registers up to head_dim 128 (32 registers); beyond that the
   /// accumulators need the room and Q is re-read from shared memory with ldmatrix.
   static constexpr bool kQInRegisters = HEAD_DIM <= 128;
   static constexpr int kTileElems = kTile * HEAD_DIM;
   static constexpr std::size_t kSmemQ = std::size_t{kRows} * HEAD_DIM * sizeof(T);
-  static constexpr bool kFp8 = std::is_same_v<TKv, __nv_fp8_e4m3>;
-  static_assert(kFp8 || std::is_same_v<TKv, T>, "the cache holds T or fp8 e4m3");
   static constexpr std::size_t kSmemKV = std::size_t{kStages} * 2 * kTileElems * sizeof(TKv);
-  /// fp8: the dequantised K and V tile, right after the stages.
-  static constexpr std::size_t kSmemDequant = kFp8 ? std::size_t{2} * kTileElems * sizeof(T) : 0;
   static constexpr std::size_t kSmemSlots = std::size_t{kStages} * kTile * sizeof(int);
-  static constexpr std::size_t kSmemBytes = kSmemQ + kSmemKV + kSmemDequant + kSmemSlots;
+  static constexpr std::size_t kSmemBytes = kSmemQ + kSmemKV + kSmemSlots;
   /// Row stride (floats) of the cross-warp merge scratch: +8 floats staggers the rows' banks.
   static constexpr int kScratchStride = HEAD_DIM + 8;
   // Scratch: O [warps][16][stride] + (m, l) + weights [warps x 16] floats + 64 row targets.
-  static_assert(std::size_t{kWarps} * 16 * (kScratchStride + 3) * sizeof(float) + 64 * 8 <=
-                    kSmemKV + kSmemDequant,
+  static_assert(std::size_t{kWarps} * 16 * (kScratchStride + 3) * sizeof(float) + 64 * 8 <= kSmemKV,
                 "cross-warp merge scratch must fit in the KV stages it reuses");
 };
 
