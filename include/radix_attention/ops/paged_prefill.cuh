@@ -168,8 +168,7 @@ bool launch_paged_prefill_tma(const PagedPrefillParams<T>& p, const PagedKvCache
         expects(items <= INT32_MAX, "batch.max_q_len * group * num_seqs * num_kv_heads / rows",
                 items, "must fit in int32");
         const std::int64_t nonempty_bound =
-            ((static_cast<std::int64_t>(batch.total_q) * p.group_size + Tr::kRows - 1) /
-                 Tr::kRows +
+            ((static_cast<std::int64_t>(batch.total_q) * p.group_size + Tr::kRows - 1) / Tr::kRows +
              num_seqs) *
             cache.num_kv_heads;
         const std::int64_t sms = device_sm_count(device);

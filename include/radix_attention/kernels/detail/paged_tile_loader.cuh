@@ -61,7 +61,7 @@ __device__ __forceinline__ long long kv_token_offset(const std::int32_t* __restr
  * kv_token_offset), -1 for a row past the range, which is zero-filled so it stays finite.
  */
 template <class T, int HEAD_DIM, int TILE, int THREADS, class Layout = RowSwizzled<T, HEAD_DIM>,
-          int UNROLL = TILE * HEAD_DIM * static_cast<int>(sizeof(T)) / 16 / THREADS>
+          int UNROLL = TILE* HEAD_DIM* static_cast<int>(sizeof(T)) / 16 / THREADS>
 __device__ __forceinline__ void load_paged_kv_tile(T* __restrict__ k_tile, T* __restrict__ v_tile,
                                                    const T* __restrict__ k_cache,
                                                    const T* __restrict__ v_cache,

@@ -2,7 +2,8 @@
 /// @file
 /// Paged prefill on Hopper (sm_90a, 16-bit inputs), warp specialised as FlashAttention-3
 /// describes, for caches whose block size is a multiple of 8:
-///  - a producer warpgroup (few registers) loads each tile's Q rows once (cp.async) and streams
+///  - a producer warpgroup (few registers) loads each tile's Q rows once (cp.async, two buffers,
+///    so the next tile's rows land while this one runs) and streams
 ///    128-token K and V tiles into a ring of 128B-swizzled shared stages by TMA boxes of whole
 ///    block rows (kv_tile_tma.cuh), one warp issuing them, completion counted by transaction
 ///    bytes on the stage's mbarrier; the tile holding the end of the keys is gathered with
@@ -56,16 +57,20 @@ struct PrefillTmaTraits {
   static constexpr int kProducerRegs = 40;
   static constexpr int kConsumerRegs = 232;
   static constexpr std::size_t kSmemQ = std::size_t{kRows} * HEAD_DIM * sizeof(T);
+  /// Two Q buffers: the producer loads the next tile's rows while the consumers still read
+  /// this tile's (head_dim 128: 2 x 32 KB + 2 x 2 x 32 KB + 32 KB, just inside 227 KB).
+  static constexpr int kQBuffers = 2;
   static constexpr std::size_t kTileBytes = std::size_t{kTile} * HEAD_DIM * sizeof(T);
   static constexpr std::size_t kSmemKV = std::size_t{kStages} * 2 * kTileBytes;
-  /// The consumers' output tile: Q stays free for the producer to load the next tile's rows.
+  /// The consumers' output tile, apart from Q, so the epilogue never waits for a Q buffer.
   static constexpr std::size_t kSmemOut = kSmemQ;
-  /// q_full, q_empty, then k_full, v_full, k_empty, v_empty [kStages] each.
-  static constexpr std::size_t kSmemBarriers = (2 + 4 * kStages) * sizeof(std::uint64_t);
+  /// q_full, q_empty [kQBuffers] each, then k_full, v_full, k_empty, v_empty [kStages] each.
+  static constexpr std::size_t kSmemBarriers =
+      (2 * kQBuffers + 4 * kStages) * sizeof(std::uint64_t);
   static constexpr std::size_t kSmemOffsets = std::size_t{kTile} * sizeof(long long);
   /// + 1024: the tiles start 1024-byte aligned (the swizzle pattern's period).
   static constexpr std::size_t kSmemBytes =
-      kSmemQ + kSmemKV + kSmemOut + kSmemBarriers + kSmemOffsets + 1024;
+      kQBuffers * kSmemQ + kSmemKV + kSmemOut + kSmemBarriers + kSmemOffsets + 1024;
   static_assert(HEAD_DIM % 64 == 0, "Sw128 tiles are built of 64-element column blocks");
   static_assert(kSmemBytes <= 227 * 1024, "one CTA per SM must fit");
 
@@ -79,7 +84,8 @@ template <class T, int HEAD_DIM>
 struct PrefillTmaSmem {
   using Traits = PrefillTmaTraits<T, HEAD_DIM>;
   static constexpr int kS = Traits::kStages;
-  T* q;
+  static constexpr int kQ = Traits::kQBuffers;
+  T* q;  ///< kQ buffers of kRows x HEAD_DIM
   T* kv;
   T* out;
   std::uint64_t* bars;
@@ -88,26 +94,29 @@ struct PrefillTmaSmem {
     const unsigned pad = (1024u - (smem_addr(raw) & 1023u)) & 1023u;
     unsigned char* base = raw + pad;
     q = reinterpret_cast<T*>(base);
-    kv = reinterpret_cast<T*>(base + Traits::kSmemQ);
-    out = reinterpret_cast<T*>(base + Traits::kSmemQ + Traits::kSmemKV);
-    bars = reinterpret_cast<std::uint64_t*>(base + Traits::kSmemQ + Traits::kSmemKV +
+    kv = reinterpret_cast<T*>(base + kQ * Traits::kSmemQ);
+    out = reinterpret_cast<T*>(base + kQ * Traits::kSmemQ + Traits::kSmemKV);
+    bars = reinterpret_cast<std::uint64_t*>(base + kQ * Traits::kSmemQ + Traits::kSmemKV +
                                             Traits::kSmemOut);
-    offsets = reinterpret_cast<long long*>(bars + 2 + 4 * kS);
+    offsets = reinterpret_cast<long long*>(bars + 2 * kQ + 4 * kS);
   }
+  __device__ T* q_buffer(int b) const { return q + b * (Traits::kSmemQ / sizeof(T)); }
   __device__ T* k_stage(int s) const { return kv + s * 2 * (Traits::kTileBytes / sizeof(T)); }
   __device__ T* v_stage(int s) const { return kv + (s * 2 + 1) * (Traits::kTileBytes / sizeof(T)); }
-  __device__ std::uint64_t* q_full() const { return bars; }
-  __device__ std::uint64_t* q_empty() const { return bars + 1; }
-  __device__ std::uint64_t* k_full(int s) const { return bars + 2 + s; }
-  __device__ std::uint64_t* v_full(int s) const { return bars + 2 + kS + s; }
-  __device__ std::uint64_t* k_empty(int s) const { return bars + 2 + 2 * kS + s; }
-  __device__ std::uint64_t* v_empty(int s) const { return bars + 2 + 3 * kS + s; }
+  __device__ std::uint64_t* q_full(int b) const { return bars + b; }
+  __device__ std::uint64_t* q_empty(int b) const { return bars + kQ + b; }
+  __device__ std::uint64_t* k_full(int s) const { return bars + 2 * kQ + s; }
+  __device__ std::uint64_t* v_full(int s) const { return bars + 2 * kQ + kS + s; }
+  __device__ std::uint64_t* k_empty(int s) const { return bars + 2 * kQ + 2 * kS + s; }
+  __device__ std::uint64_t* v_empty(int s) const { return bars + 2 * kQ + 3 * kS + s; }
 
   /// Thread 0, before anyone uses them: full barriers take one arrival (the producer's, plus
   /// the TMA transaction bytes), empty ones one per consumer warp.
   __device__ void init_barriers() const {
-    cuda::ptx::mbarrier_init(q_full(), 1);
-    cuda::ptx::mbarrier_init(q_empty(), 4 * Traits::kConsumers);
+    for (int b = 0; b < kQ; ++b) {
+      cuda::ptx::mbarrier_init(q_full(b), 1);
+      cuda::ptx::mbarrier_init(q_empty(b), 4 * Traits::kConsumers);
+    }
     for (int s = 0; s < kS; ++s) {
       cuda::ptx::mbarrier_init(k_full(s), 1);
       cuda::ptx::mbarrier_init(v_full(s), 1);
@@ -125,8 +134,8 @@ template <class T, int HEAD_DIM>
 __device__ __forceinline__ void produce_gathered_tile(const PagedPrefillParams<T>& p,
                                                       const PrefillTile& t,
                                                       const std::int32_t* table_row,
-                                                      const PrefillTmaSmem<T, HEAD_DIM>& sm,
-                                                      int n, int stage, int ptid) {
+                                                      const PrefillTmaSmem<T, HEAD_DIM>& sm, int n,
+                                                      int stage, int ptid) {
   using Traits = PrefillTmaTraits<T, HEAD_DIM>;
   constexpr int kTile = Traits::kTile;
   sm.offsets[ptid] =
@@ -163,16 +172,19 @@ __device__ __forceinline__ void prefill_tma_produce(const PagedPrefillTmaParams<
   for (int w = blockIdx.x; w < tp.schedule.num_items; w += gridDim.x) {
     const PrefillTile t = scheduled_prefill_tile(p, tp.schedule, w, Traits::kRows);
     if (t.rows <= 0 || t.kv_end <= 0) continue;  // the consumers write zeros for no keys
-    if (filled > 0) mbarrier_wait(sm.q_empty(), (filled - 1) & 1);
+    const int qb = filled % Traits::kQBuffers;   // the buffer's last use was kQBuffers tiles ago
+    if (filled >= Traits::kQBuffers) {
+      mbarrier_wait(sm.q_empty(qb), ((filled / Traits::kQBuffers) + 1) & 1);
+    }
     load_q_rows<T, HEAD_DIM, Traits::kRows, 128, Sw128Layout<T, Traits::kRows>>(
-        sm.q, p.q,
+        sm.q_buffer(qb), p.q,
         [&](int r) { return prefill_row_offset(t, r, p.group_size, p.q_row_stride, HEAD_DIM); },
         ptid);
     cp_async_commit();
     cp_async_wait<0>();
     fence_proxy_async_shared();
     named_barrier_sync(Traits::kProducerBarrier, 128);
-    if (ptid == 0) mbarrier_arrive(sm.q_full());
+    if (ptid == 0) mbarrier_arrive(sm.q_full(qb));
     ++filled;
 
     const std::int32_t* table_row =
@@ -237,12 +249,9 @@ struct ConsumerRing {
  * K_n, exponentiates S_n while the P V runs, then waits for it, rescales O and re-packs P.
  */
 template <class T, int HEAD_DIM>
-__device__ __forceinline__ void prefill_tma_consume_tile(const PagedPrefillParams<T>& p,
-                                                         const PrefillTile& t,
-                                                         const PrefillTmaSmem<T, HEAD_DIM>& sm,
-                                                         float (&o)[HEAD_DIM / 8][4],
-                                                         WarpSoftmax& softmax, int cg, int ctid,
-                                                         int u) {
+__device__ __forceinline__ void prefill_tma_consume_tile(
+    const PagedPrefillParams<T>& p, const PrefillTile& t, const PrefillTmaSmem<T, HEAD_DIM>& sm,
+    float (&o)[HEAD_DIM / 8][4], WarpSoftmax& softmax, int cg, int ctid, int u, int qb) {
   using Traits = PrefillTmaTraits<T, HEAD_DIM>;
   constexpr int kTile = Traits::kTile;
   const int warp = ctid / 32;  // 0..7 over both consumer warpgroups: rows 16 warp ..
@@ -255,12 +264,12 @@ __device__ __forceinline__ void prefill_tma_consume_tile(const PagedPrefillParam
     const int r = warp * 16 + lane / 4 + 8 * i;
     limit[i] = r < t.rows ? prefill_key_limit(p, t, (t.row0 + r) / p.group_size) : t.kv_end;
   }
-  const unsigned q_addr = smem_addr(sm.q) + cg * 64u * 128u;
+  const unsigned q_addr = smem_addr(sm.q_buffer(qb)) + cg * 64u * 128u;
   float(&o_flat)[HEAD_DIM / 2] = reinterpret_cast<float(&)[HEAD_DIM / 2]>(o);
   auto my_turn = [&] { named_barrier_sync(Traits::kTurnBarrier + cg, 256); };
   auto your_turn = [&] { named_barrier_arrive(Traits::kTurnBarrier + 1 - cg, 256); };
   auto release_q = [&] {
-    if (lane == 0) mbarrier_arrive(sm.q_empty());
+    if (lane == 0) mbarrier_arrive(sm.q_empty(qb));
   };
 
   float s[kTile / 8][4];
@@ -332,9 +341,10 @@ __device__ __forceinline__ void prefill_tma_consume(const PagedPrefillTmaParams<
     for (int f = 0; f < HEAD_DIM / 8; ++f) o[f][0] = o[f][1] = o[f][2] = o[f][3] = 0.f;
     WarpSoftmax softmax;
     if (t.kv_end > 0) {
-      mbarrier_wait(sm.q_full(), filled & 1);
+      const int qb = filled % Traits::kQBuffers;
+      mbarrier_wait(sm.q_full(qb), (filled / Traits::kQBuffers) & 1);
       ++filled;
-      prefill_tma_consume_tile<T, HEAD_DIM>(p, t, sm, o, softmax, cg, ctid, u);
+      prefill_tma_consume_tile<T, HEAD_DIM>(p, t, sm, o, softmax, cg, ctid, u, qb);
       u += (t.kv_end + kTile - 1) / kTile;
     }
     softmax.finish();
@@ -365,7 +375,9 @@ __global__ void __launch_bounds__(PrefillTmaTraits<T, HEAD_DIM>::kThreads, 1)
     cuda::ptx::fence_mbarrier_init(cuda::ptx::sem_release, cuda::ptx::scope_cluster);
   }
   __syncthreads();
-  const int wg = threadIdx.x / 128;
+  // Broadcast from lane 0, the compiler knows the warpgroup index is warp-uniform and keeps the
+  // addresses and wgmma descriptors derived from it in uniform registers.
+  const int wg = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
   if (wg == 0) {
     setmaxnreg_dec<Traits::kProducerRegs>();
     prefill_tma_produce<T, HEAD_DIM>(tp, sm, threadIdx.x);

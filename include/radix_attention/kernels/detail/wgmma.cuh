@@ -54,6 +54,13 @@ __device__ __forceinline__ std::uint64_t mnmajor_descriptor(unsigned addr, unsig
   return wgmma_descriptor(addr, rows * 128, 1024);
 }
 
+/// `desc` moved `bytes` further in shared memory (a multiple of 16). The start-address field
+/// (bits 0-13, in 16-byte units) does not carry into the next field for any address inside
+/// the 228 KB of a CTA, so a plain add suffices.
+__device__ __forceinline__ std::uint64_t descriptor_plus(std::uint64_t desc, unsigned bytes) {
+  return desc + (bytes >> 4);
+}
+
 __device__ __forceinline__ void wgmma_fence() {
 #if RADIX_ATTENTION_HAS_WGMMA
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");

@@ -11,6 +11,8 @@
 /// out exactly as m16n8 accumulators of its 16 rows, so the mma.sync softmax, masks and epilogue
 /// (mma_attention_warp.cuh, attention_epilogue.cuh) apply unchanged.
 
+#include <cstdint>
+
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/kernels/detail/wgmma.cuh"
 
@@ -20,12 +22,17 @@ namespace radix_attention::detail {
 /// next 64-column block (ROWS rows of Q apart, TILE rows of K apart). Committed, not waited for.
 template <class T, int HEAD_DIM, int TILE, int ROWS>
 __device__ __forceinline__ void issue_qk(float (&s)[TILE / 2], unsigned q_addr, unsigned k_addr) {
+  // Each k-step's descriptors are the tile's plus a compile-time byte offset (>> 4 in the
+  // address field, which never carries: shared addresses stay below 2^18): one add per operand
+  // instead of rebuilding the descriptor from the address.
+  const std::uint64_t q_desc = kmajor_descriptor(q_addr);
+  const std::uint64_t k_desc = kmajor_descriptor(k_addr);
   wgmma_fence();
 #pragma unroll
   for (int k = 0; k < HEAD_DIM / 16; ++k) {
     const unsigned in_row = (k % 4) * 32u;  // 16 elements = 32 bytes per k-step
-    Wgmma<T, TILE>::ss(s, kmajor_descriptor(q_addr + (k / 4) * ROWS * 128u + in_row),
-                       kmajor_descriptor(k_addr + (k / 4) * TILE * 128u + in_row), k > 0);
+    Wgmma<T, TILE>::ss(s, descriptor_plus(q_desc, (k / 4) * ROWS * 128u + in_row),
+                       descriptor_plus(k_desc, (k / 4) * TILE * 128u + in_row), k > 0);
   }
   wgmma_commit();
 }
@@ -45,13 +52,14 @@ __device__ __forceinline__ void pack_p(unsigned (&a)[TILE / 16][4], const float 
 /// Issues O += P V: a k-step of 16 tokens is two 8-row groups (2048 bytes) down the V tile.
 /// Committed, not waited for; `a` must stay untouched until the group completes.
 template <class T, int HEAD_DIM, int TILE>
-__device__ __forceinline__ void issue_pv(float (&o)[HEAD_DIM / 2], const unsigned (&a)[TILE / 16][4],
-                                         unsigned v_addr) {
+__device__ __forceinline__ void issue_pv(float (&o)[HEAD_DIM / 2],
+                                         const unsigned (&a)[TILE / 16][4], unsigned v_addr) {
+  const std::uint64_t v_desc = mnmajor_descriptor(v_addr, TILE);
   wgmma_fence_operands(o);
   wgmma_fence();
 #pragma unroll
   for (int kt = 0; kt < TILE / 16; ++kt) {
-    Wgmma<T, HEAD_DIM>::rs_tn(o, a[kt], mnmajor_descriptor(v_addr + kt * 2048u, TILE), 1);
+    Wgmma<T, HEAD_DIM>::rs_tn(o, a[kt], descriptor_plus(v_desc, kt * 2048u), 1);
   }
   wgmma_commit();
 }

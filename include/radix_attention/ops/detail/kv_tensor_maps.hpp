@@ -6,8 +6,8 @@
 /// cudaGetDriverEntryPointByVersion, so the library still links against cudart alone.
 
 #include <cuda.h>
-#include <cuda_runtime_api.h>
 #include <cudaTypedefs.h>
+#include <cuda_runtime_api.h>
 
 #include <cstdint>
 #include <type_traits>
@@ -22,8 +22,8 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static const PFN_cuTensorMapEncodeTiled_v12000 encoder = [] {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult found{};
-    const cudaError_t status = cudaGetDriverEntryPointByVersion(
-        "cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found);
+    const cudaError_t status = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn,
+                                                                12000, cudaEnableDefault, &found);
     if (status != cudaSuccess || found != cudaDriverEntryPointSuccess) {
       (void)cudaGetLastError();
       fn = nullptr;
@@ -63,9 +63,9 @@ bool encode_kv_tensor_maps(const PagedKvCacheView<T>& cache, KvTensorMaps& maps)
   const cuuint64_t heads_dim = static_cast<cuuint64_t>(cache.num_kv_heads);
   const cuuint64_t token_bytes = static_cast<cuuint64_t>(strides.token) * elem;
   const cuuint64_t head_bytes = static_cast<cuuint64_t>(strides.head) * elem;
-  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(cache.head_dim),
-                              head_inner ? heads_dim : token_dim, head_inner ? token_dim : heads_dim,
-                              static_cast<cuuint64_t>(cache.num_blocks)};
+  const cuuint64_t dims[4] = {
+      static_cast<cuuint64_t>(cache.head_dim), head_inner ? heads_dim : token_dim,
+      head_inner ? token_dim : heads_dim, static_cast<cuuint64_t>(cache.num_blocks)};
   const cuuint64_t byte_strides[3] = {head_inner ? head_bytes : token_bytes,
                                       head_inner ? token_bytes : head_bytes,
                                       static_cast<cuuint64_t>(strides.block) * elem};
