@@ -206,18 +206,17 @@ __device__ __forceinline__ void prefill_tma_produce(const PagedPrefillTmaParams<
           kv_box_position(table_row, n * kTile, p.block_size, box_rows, p.layout.num_blocks, lane,
                           block, in_block);
         }
-        if (u >= kStages) mbarrier_wait(sm.k_empty(stage), parity);
-        if (lane == 0) mbarrier_arrive_expect_tx(sm.k_full(stage), Traits::kTileBytes);
-        __syncwarp();
-        issue_kv_tile_boxes<T, HEAD_DIM, kTile>(&tp.maps.k, sm.k_stage(stage), sm.k_full(stage),
-                                                block, in_block, box_rows, t.kv_head,
-                                                tp.maps.head_inner, lane);
-        if (u >= kStages) mbarrier_wait(sm.v_empty(stage), parity);
-        if (lane == 0) mbarrier_arrive_expect_tx(sm.v_full(stage), Traits::kTileBytes);
-        __syncwarp();
-        issue_kv_tile_boxes<T, HEAD_DIM, kTile>(&tp.maps.v, sm.v_stage(stage), sm.v_full(stage),
-                                                block, in_block, box_rows, t.kv_head,
-                                                tp.maps.head_inner, lane);
+        // K, then V, each once its stage is free: announce the bytes, then the boxes.
+        auto issue = [&](const CUtensorMap* map, T* tile, std::uint64_t* full,
+                         std::uint64_t* empty) {
+          if (u >= kStages) mbarrier_wait(empty, parity);
+          if (lane == 0) mbarrier_arrive_expect_tx(full, Traits::kTileBytes);
+          __syncwarp();
+          issue_kv_tile_boxes<T, HEAD_DIM, kTile>(map, tile, full, block, in_block, box_rows,
+                                                  t.kv_head, tp.maps.head_inner, lane);
+        };
+        issue(&tp.maps.k, sm.k_stage(stage), sm.k_full(stage), sm.k_empty(stage));
+        issue(&tp.maps.v, sm.v_stage(stage), sm.v_full(stage), sm.v_empty(stage));
       }
     }
   }
