@@ -32,6 +32,12 @@
 #include "radix_attention/kernels/detail/prefill_schedule.cuh"
 #include "radix_attention/kernels/detail/wgmma_attention_warpgroup.cuh"
 
+/// 1: the two consumer warpgroups take turns on the tensor cores (named barriers); 0: each
+/// issues its products as soon as its operands are ready (for comparisons).
+#ifndef RADIX_ATTENTION_PREFILL_TURNS
+#define RADIX_ATTENTION_PREFILL_TURNS 1
+#endif
+
 namespace radix_attention::detail {
 
 /// What the TMA prefill kernel reads: the common parameters, the schedule, the tensor maps
@@ -265,8 +271,14 @@ __device__ __forceinline__ void prefill_tma_consume_tile(
   }
   const unsigned q_addr = smem_addr(sm.q_buffer(qb)) + cg * 64u * 128u;
   float(&o_flat)[HEAD_DIM / 2] = reinterpret_cast<float(&)[HEAD_DIM / 2]>(o);
-  auto my_turn = [&] { named_barrier_sync(Traits::kTurnBarrier + cg, 256); };
-  auto your_turn = [&] { named_barrier_arrive(Traits::kTurnBarrier + 1 - cg, 256); };
+  auto my_turn = [&] {
+    if constexpr (RADIX_ATTENTION_PREFILL_TURNS) named_barrier_sync(Traits::kTurnBarrier + cg, 256);
+  };
+  auto your_turn = [&] {
+    if constexpr (RADIX_ATTENTION_PREFILL_TURNS) {
+      named_barrier_arrive(Traits::kTurnBarrier + 1 - cg, 256);
+    }
+  };
   auto release_q = [&] {
     if (lane == 0) mbarrier_arrive(sm.q_empty(qb));
   };
@@ -329,7 +341,7 @@ __device__ __forceinline__ void prefill_tma_consume(const PagedPrefillTmaParams<
   const int wg_tid = ctid % 128;
   // Warpgroup 0 takes the first turn: warpgroup 1 opens it, and after the last tile warpgroup
   // 0 takes the turn warpgroup 1 handed over last, so every arrival has a taker.
-  if (cg == 1) named_barrier_arrive(Traits::kTurnBarrier, 256);
+  if (RADIX_ATTENTION_PREFILL_TURNS && cg == 1) named_barrier_arrive(Traits::kTurnBarrier, 256);
   int u = 0;
   int filled = 0;
   for (int w = blockIdx.x; w < tp.schedule.num_items; w += gridDim.x) {
@@ -357,7 +369,7 @@ __device__ __forceinline__ void prefill_tma_consume(const PagedPrefillTmaParams<
         [&](int r) { return prefill_lse_index(p, t, r + row0); }, wg_tid,
         [&] { named_barrier_sync(Traits::kEpilogueBarrier + cg, 128); });
   }
-  if (cg == 0) named_barrier_sync(Traits::kTurnBarrier, 256);
+  if (RADIX_ATTENTION_PREFILL_TURNS && cg == 0) named_barrier_sync(Traits::kTurnBarrier, 256);
 }
 
 #endif  // RADIX_ATTENTION_HAS_WGMMA
