@@ -3,17 +3,36 @@
 /// Synchronisation pieces of the warp-specialised Hopper kernels (sm_90a): mbarriers (through
 /// CCCL's cuda::ptx), register reallocation between producer and consumer warpgroups
 /// (`setmaxnreg`), and named barriers that order the consumer warpgroups' tensor-core turns.
-/// Only used inside RADIX_ATTENTION_HAS_WGMMA regions.
+/// Only used inside RADIX_ATTENTION_HAS_TMA_KERNELS regions.
 
-#include <cuda/ptx>
+#include <cuda_runtime_api.h>
 
 #include <cstdint>
 
 #include "radix_attention/kernels/detail/wgmma.cuh"
 
+/// 1 where the toolkit has what the TMA-fed kernels use: CCCL's cuda::ptx TMA and mbarrier
+/// wrappers and the runtime's versioned driver entry point (CUDA 12.5 and newer). Older
+/// toolkits compile those kernels to a trap and the launchers keep the cp.async kernels.
+#ifndef RADIX_ATTENTION_HAS_TMA_LOADER
+#if CUDART_VERSION >= 12050
+#define RADIX_ATTENTION_HAS_TMA_LOADER 1
+#else
+#define RADIX_ATTENTION_HAS_TMA_LOADER 0
+#endif
+#endif
+
+#if RADIX_ATTENTION_HAS_TMA_LOADER
+#include <cuda/ptx>
+#endif
+
+/// Device code of the warp-specialised TMA kernels: an sm_90a pass with the wrappers present.
+#define RADIX_ATTENTION_HAS_TMA_KERNELS \
+  (RADIX_ATTENTION_HAS_WGMMA && RADIX_ATTENTION_HAS_TMA_LOADER)
+
 namespace radix_attention::detail {
 
-#if RADIX_ATTENTION_HAS_WGMMA
+#if RADIX_ATTENTION_HAS_TMA_KERNELS
 
 /// Spins until the mbarrier's phase with parity `parity` has completed. try_wait suspends the
 /// thread for a while inside the instruction, so waiting warps take few issue slots.
@@ -52,6 +71,6 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
-#endif  // RADIX_ATTENTION_HAS_WGMMA
+#endif  // RADIX_ATTENTION_HAS_TMA_KERNELS
 
 }  // namespace radix_attention::detail

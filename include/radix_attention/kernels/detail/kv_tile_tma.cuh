@@ -27,7 +27,7 @@ struct KvTensorMaps {
   bool head_inner;  ///< dimension 1 is the kv head, 2 the token (the head stride is smaller)
 };
 
-#if RADIX_ATTENTION_HAS_WGMMA
+#if RADIX_ATTENTION_HAS_TMA_KERNELS
 
 /**
  * Issues the boxes of one TILE-token tile of `map` (starting at token `tile0` of the request
@@ -63,6 +63,6 @@ __device__ __forceinline__ void kv_box_position(const std::int32_t* __restrict__
   RADIX_ATTENTION_DEVICE_CHECK_BOUNDS(block >= 0 && block < num_blocks);
 }
 
-#endif  // RADIX_ATTENTION_HAS_WGMMA
+#endif  // RADIX_ATTENTION_HAS_TMA_KERNELS
 
 }  // namespace radix_attention::detail

@@ -116,6 +116,7 @@ struct PrefillTmaSmem {
   __device__ std::uint64_t* k_empty(int s) const { return bars + 2 * kQ + 2 * kS + s; }
   __device__ std::uint64_t* v_empty(int s) const { return bars + 2 * kQ + 3 * kS + s; }
 
+#if RADIX_ATTENTION_HAS_TMA_KERNELS
   /// Thread 0, before anyone uses them: full barriers take one arrival (the producer's, plus
   /// the TMA transaction bytes), empty ones one per consumer warp.
   __device__ void init_barriers() const {
@@ -130,9 +131,10 @@ struct PrefillTmaSmem {
       cuda::ptx::mbarrier_init(v_empty(s), 4 * Traits::kConsumers);
     }
   }
+#endif
 };
 
-#if RADIX_ATTENTION_HAS_WGMMA
+#if RADIX_ATTENTION_HAS_TMA_KERNELS
 
 /// Producer, cp.async half: the tile holding the end of the keys (rows past it zero-filled),
 /// by all 128 producer threads; published on both full barriers once every copy landed.
@@ -372,12 +374,12 @@ __device__ __forceinline__ void prefill_tma_consume(const PagedPrefillTmaParams<
   if (RADIX_ATTENTION_PREFILL_TURNS && cg == 0) named_barrier_sync(Traits::kTurnBarrier, 256);
 }
 
-#endif  // RADIX_ATTENTION_HAS_WGMMA
+#endif  // RADIX_ATTENTION_HAS_TMA_KERNELS
 
 template <class T, int HEAD_DIM>
 __global__ void __launch_bounds__(PrefillTmaTraits<T, HEAD_DIM>::kThreads, 1)
     paged_prefill_tma_kernel(const __grid_constant__ PagedPrefillTmaParams<T> tp) {
-#if RADIX_ATTENTION_HAS_WGMMA
+#if RADIX_ATTENTION_HAS_TMA_KERNELS
   using Traits = PrefillTmaTraits<T, HEAD_DIM>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const PrefillTmaSmem<T, HEAD_DIM> sm(smem_raw);
@@ -398,7 +400,7 @@ __global__ void __launch_bounds__(PrefillTmaTraits<T, HEAD_DIM>::kThreads, 1)
   }
 #else
   (void)tp;
-  __trap();  // never launched: the launcher selects this kernel only where sm_90a code exists
+  __trap();  // never launched: the launcher selects it only where sm_90a code and TMA exist
 #endif
 }
 

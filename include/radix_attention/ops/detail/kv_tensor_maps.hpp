@@ -19,6 +19,9 @@ namespace radix_attention::detail {
 
 /// The driver's cuTensorMapEncodeTiled, or nullptr where the driver does not provide it.
 inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+#if !RADIX_ATTENTION_HAS_TMA_LOADER
+  return nullptr;  // a toolkit without the TMA kernels: the launchers keep the cp.async ones
+#else
   static const PFN_cuTensorMapEncodeTiled_v12000 encoder = [] {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult found{};
@@ -31,6 +34,7 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
     return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
   }();
   return encoder;
+#endif
 }
 
 /// Token rows of one box for `block_size`: the largest of 128, 64, .., 8 dividing it; 0 when
