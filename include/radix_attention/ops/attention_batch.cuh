@@ -329,7 +329,7 @@ class AttentionBatch {
     (void)detail::cached_occupancy(detail::select_paged_decode_kernel<T>(head_dim), head_dim,
                                    device_);
     const bool wgmma = DTypeTraits<T>::is_16bit && detail::image_has_wgmma(device_);
-    detail::select_paged_prefill_kernel<T>(head_dim, wgmma).configure(device_);
+    detail::warm_up_paged_prefill<T>(head_dim, wgmma, device_);
     (void)detail::device_supports_pdl();
     (void)detail::device_sm_count(device_);
   }

@@ -86,11 +86,11 @@ PagedPrefillKernelInfo<T, TKv> prefill_kernel_info() {
   return {Kernel, &raise_smem_limit_once<Kernel, SMEM_BYTES>, THREADS, SMEM_BYTES, ROWS};
 }
 
-/// THE dispatch point of the prefill family: (T, TKv, head_dim, Hopper image) -> kernel
-/// instance. Instantiated: {__half, __nv_bfloat16} x {64, 128} on wgmma (sm_90a image) and x
-/// {64, 128, 256} on mma.sync (sm_80+), float x {64, 128, 256} on CUDA cores; an fp8 e4m3
-/// cache with {__half, __nv_bfloat16} queries x {64, 128, 256} on mma.sync only, instantiated
-/// where a caller passes one. The GQA group size is a runtime value (rows of a tile).
+/// The prefill kernel instance for (T, TKv, head_dim, Hopper image), outside the TMA kernel.
+/// Instantiated: {__half, __nv_bfloat16} x {64, 128} on wgmma (sm_90a image) and x {64, 128, 256}
+/// on mma.sync (sm_80+), float x {64, 128, 256} on CUDA cores; an fp8 e4m3 cache with {__half,
+/// __nv_bfloat16} queries x {64, 128, 256} on mma.sync only, instantiated where a caller passes
+/// one. The GQA group size is a runtime value (rows of a tile).
 template <class T, class TKv = T>
 PagedPrefillKernelInfo<T, TKv> select_paged_prefill_kernel(int head_dim, bool wgmma) {
   auto make = [wgmma](auto d) -> PagedPrefillKernelInfo<T, TKv> {
@@ -188,6 +188,52 @@ bool launch_paged_prefill_tma(const PagedPrefillParams<T>& p, const PagedKvCache
   }
 }
 
+/// The one-time host work of the prefill kernels for (T, head_dim) on `device`: shared-memory
+/// limits raised, the tensor-map encoder looked up. After it, launches make no CUDA call but
+/// the launch itself (what a first launch inside stream capture needs).
+template <class T>
+void warm_up_paged_prefill(int head_dim, bool wgmma, int device) {
+  select_paged_prefill_kernel<T>(head_dim, wgmma).configure(device);
+  if constexpr (DTypeTraits<T>::is_16bit) {
+    if (wgmma && head_dim <= 128 && tensor_map_encoder() != nullptr) {
+      dispatch_head_dim(head_dim, [&](auto d) {
+        constexpr int D = decltype(d)::value;
+        if constexpr (D <= 128) {
+          raise_smem_limit_once<&paged_prefill_tma_kernel<T, D>,
+                                static_cast<int>(PrefillTmaTraits<T, D>::kSmemBytes)>(device);
+        }
+      });
+    }
+  }
+  (void)device_sm_count(device);
+}
+
+/// THE dispatch point of the prefill family: the TMA-fed warp-specialised kernel where `tma`
+/// is allowed and the cache suits it, else the kernel select_paged_prefill_kernel names for
+/// (T, TKv, head_dim, wgmma), on one grid of (row tiles, kv heads, requests). Throws (and
+/// launches nothing) when the grid does not fit.
+template <class T, class TKv>
+void launch_paged_prefill(const PagedPrefillParams<T, TKv>& p, const PagedKvCacheView<TKv>& cache,
+                          const PrefillBatchView& batch, int num_seqs, bool tma, bool wgmma,
+                          int device, cudaStream_t stream) {
+  if constexpr (std::is_same_v<TKv, T>) {
+    if (tma && launch_paged_prefill_tma(p, cache, batch, num_seqs, device, stream)) return;
+  }
+  const PagedPrefillKernelInfo<T, TKv> info =
+      select_paged_prefill_kernel<T, TKv>(cache.head_dim, wgmma);
+  const std::int64_t tiles =
+      (static_cast<std::int64_t>(batch.max_q_len) * p.group_size + info.rows_per_cta - 1) /
+      info.rows_per_cta;
+  expects(tiles <= INT32_MAX, "batch.max_q_len * group / rows per CTA", tiles,
+          "must fit in grid.x");
+  info.configure(device);
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(cache.num_kv_heads),
+                  static_cast<unsigned>(num_seqs));
+  discard_stale_error();  // a launch reports its own failure, not an earlier one
+  info.kernel<<<grid, info.threads, info.smem_bytes, stream>>>(p);
+  RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace detail
 
 /**
@@ -239,15 +285,7 @@ void paged_prefill(const T* q, int num_q_heads, const PrefillBatchView& batch,
   const int device = detail::current_device();
   const bool wgmma = DTypeTraits<T>::is_16bit && std::is_same_v<TKv, T> && options.allow_wgmma &&
                      detail::image_has_wgmma(device);
-  const detail::PagedPrefillKernelInfo<T, TKv> info =
-      detail::select_paged_prefill_kernel<T, TKv>(cache.head_dim, wgmma);
   const int group = num_q_heads / cache.num_kv_heads;
-  const std::int64_t tiles =
-      (static_cast<std::int64_t>(batch.max_q_len) * group + info.rows_per_cta - 1) /
-      info.rows_per_cta;
-  expects(tiles <= INT32_MAX, "batch.max_q_len * group / rows per CTA", tiles,
-          "must fit in grid.x");
-  info.configure(device);
 
   const std::int64_t row_elems = static_cast<std::int64_t>(num_q_heads) * cache.head_dim;
   const KvStrides strides = resolved_strides(cache);
@@ -276,17 +314,8 @@ void paged_prefill(const T* q, int num_q_heads, const PrefillBatchView& batch,
   p.v_scale = options.kv_scales.v_scale;
   p.scale_head_step = options.kv_scales.mode == KvScaleMode::kPerHead ? 1 : 0;
 
-  if constexpr (std::is_same_v<TKv, T>) {
-    if (wgmma && options.allow_tma &&
-        detail::launch_paged_prefill_tma(p, cache, batch, tables.num_seqs, device, stream)) {
-      return;
-    }
-  }
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(cache.num_kv_heads),
-                  static_cast<unsigned>(tables.num_seqs));
-  detail::discard_stale_error();  // a launch reports its own failure, not an earlier one
-  info.kernel<<<grid, info.threads, info.smem_bytes, stream>>>(p);
-  RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+  detail::launch_paged_prefill(p, cache, batch, tables.num_seqs, wgmma && options.allow_tma, wgmma,
+                               device, stream);
 }
 
 }  // namespace radix_attention
