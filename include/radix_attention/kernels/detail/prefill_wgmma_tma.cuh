@@ -56,7 +56,8 @@ struct PrefillTmaTraits {
   static constexpr int kRows = kConsumers * 64;
   /// Tokens per K/V tile = N of the S product: 128 keeps S at 64 registers per thread.
   static constexpr int kTile = 128;
-  /// K and V stages each: head_dim 128 takes Q 32 KB + 2 x 2 x 32 KB + the 32 KB output tile.
+  /// K and V stages each: head_dim 128 takes 2 x 32 KB of Q + 2 x 2 x 32 KB + the 32 KB output
+  /// tile (226 KB); head_dim 64 has room for 4.
   static constexpr int kStages = HEAD_DIM <= 64 ? 4 : 2;
   /// 384 threads start at 168 registers (65536 / 384, rounded down to 8); the producer gives
   /// (168 - 40) x 128 to the consumers: 168 + 64 = 232 each.
