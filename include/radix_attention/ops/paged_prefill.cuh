@@ -144,6 +144,13 @@ void validate_paged_prefill_shapes(int num_q_heads, const PrefillBatchView& batc
   check_read_scales<TKv>(options.kv_scales, "options.kv_scales");
 }
 
+/// Raises the TMA kernel's shared-memory limit on `device` (once per device).
+template <class T, int D>
+void configure_paged_prefill_tma(int device) {
+  raise_smem_limit_once<&paged_prefill_tma_kernel<T, D>,
+                        static_cast<int>(PrefillTmaTraits<T, D>::kSmemBytes)>(device);
+}
+
 /// Launches the TMA-fed warp-specialised kernel (prefill_wgmma_tma.cuh) when `cache` suits TMA;
 /// returns false, launching nothing, when it does not. The grid is persistent (one CTA per SM
 /// over the longest-first schedule) when the batch's row tiles are nearly all non-empty, and
@@ -176,10 +183,10 @@ bool launch_paged_prefill_tma(const PagedPrefillParams<T>& p, const PagedKvCache
         tp.base = p;
         tp.schedule = {static_cast<int>(tiles_per_seq), num_seqs, cache.num_kv_heads,
                        static_cast<int>(items)};
-        constexpr auto kernel = &paged_prefill_tma_kernel<T, D>;
-        raise_smem_limit_once<kernel, static_cast<int>(Tr::kSmemBytes)>(device);
+        configure_paged_prefill_tma<T, D>(device);
         discard_stale_error();  // a launch reports its own failure, not an earlier one
-        kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(tp);
+        paged_prefill_tma_kernel<T, D>
+            <<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(tp);
         RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
       }
     };
@@ -199,8 +206,7 @@ void warm_up_paged_prefill(int head_dim, bool wgmma, int device) {
       dispatch_head_dim(head_dim, [&](auto d) {
         constexpr int D = decltype(d)::value;
         if constexpr (D <= 128) {
-          raise_smem_limit_once<&paged_prefill_tma_kernel<T, D>,
-                                static_cast<int>(PrefillTmaTraits<T, D>::kSmemBytes)>(device);
+          configure_paged_prefill_tma<T, D>(device);
         }
       });
     }

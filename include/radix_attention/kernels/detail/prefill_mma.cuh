@@ -119,11 +119,7 @@ __device__ __forceinline__ void prefill_mma_mainloop(const PagedPrefillParams<T,
 
   // This lane's two rows (g, g + 8 of the warp's 16) and the keys each may see.
   int limit[2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int r = warp * 16 + lane / 4 + 8 * i;
-    limit[i] = r < t.rows ? prefill_key_limit(p, t, (t.row0 + r) / p.group_size) : t.kv_end;
-  }
+  prefill_lane_key_limits(p, t, warp, lane, limit);
   const MmaTileAddressing<T, HEAD_DIM> ad(lane);
   const unsigned q_slab = smem_addr(sm.q) + warp * 16 * ad.kRowBytes;
   constexpr unsigned kStageBytes = 2 * Traits::kTileElems * sizeof(TKv);

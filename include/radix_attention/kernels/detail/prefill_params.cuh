@@ -63,6 +63,19 @@ __device__ __forceinline__ int prefill_key_limit(const PagedPrefillParams<T, TKv
   return p.causal ? clamp_int(t.kv_len - t.q_len + qi + 1, 0, t.kv_len) : t.kv_len;
 }
 
+/// The key limits of the two rows a lane holds in mma / wgmma fragments (rows 16 warp + lane / 4
+/// and 8 further, `warp` counted over the whole tile); rows past the tile's end take kv_end.
+template <class T, class TKv>
+__device__ __forceinline__ void prefill_lane_key_limits(const PagedPrefillParams<T, TKv>& p,
+                                                        const PrefillTile& t, int warp, int lane,
+                                                        int (&limit)[2]) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int r = warp * 16 + lane / 4 + 8 * i;
+    limit[i] = r < t.rows ? prefill_key_limit(p, t, (t.row0 + r) / p.group_size) : t.kv_end;
+  }
+}
+
 template <class T, class TKv>
 __device__ __forceinline__ PrefillTile prefill_tile(const PagedPrefillParams<T, TKv>& p, int seq,
                                                     int kv_head, int tile_index, int tile_rows) {

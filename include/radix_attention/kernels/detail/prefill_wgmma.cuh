@@ -100,11 +100,7 @@ __device__ __forceinline__ void prefill_wgmma_mainloop(const PagedPrefillParams<
   }
 
   int limit[2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int r = warp * 16 + lane / 4 + 8 * i;
-    limit[i] = r < t.rows ? prefill_key_limit(p, t, (t.row0 + r) / p.group_size) : t.kv_end;
-  }
+  prefill_lane_key_limits(p, t, warp, lane, limit);
   // This warpgroup's 64 rows start 64 x 128 bytes into every column block of Q.
   const unsigned q_addr = smem_addr(sm.q) + (warp / 4) * 64u * 128u;
   float(&o_flat)[HEAD_DIM / 2] = reinterpret_cast<float(&)[HEAD_DIM / 2]>(o);

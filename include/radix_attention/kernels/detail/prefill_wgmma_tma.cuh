@@ -267,11 +267,7 @@ __device__ __forceinline__ void prefill_tma_consume_tile(
   const int num_tiles = (t.kv_end + kTile - 1) / kTile;
   const ConsumerRing<T, HEAD_DIM> ring{sm, lane};
   int limit[2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int r = warp * 16 + lane / 4 + 8 * i;
-    limit[i] = r < t.rows ? prefill_key_limit(p, t, (t.row0 + r) / p.group_size) : t.kv_end;
-  }
+  prefill_lane_key_limits(p, t, warp, lane, limit);
   const unsigned q_addr = smem_addr(sm.q_buffer(qb)) + cg * 64u * 128u;
   float(&o_flat)[HEAD_DIM / 2] = reinterpret_cast<float(&)[HEAD_DIM / 2]>(o);
   auto my_turn = [&] {
