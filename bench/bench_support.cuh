@@ -33,13 +33,18 @@ struct DeviceArray {
   DeviceArray& operator=(const DeviceArray&) = delete;
 };
 
+/// Element i's hash of `seed` as a float in [0, 2^32): the fill kernels scale it to their range.
+__device__ __forceinline__ float hashed_value(std::size_t i, std::uint32_t seed) {
+  std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
+  h ^= h >> 15, h *= 2246822519u, h ^= h >> 13, h *= 3266489917u, h ^= h >> 16;
+  return static_cast<float>(h);
+}
+
 // Random (hash-based) values in [-1, 1): benchmarks never run on zeros.
 __global__ void fill_random(__nv_bfloat16* data, std::size_t n, std::uint32_t seed) {
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
        i += std::size_t(gridDim.x) * blockDim.x) {
-    std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13, h *= 3266489917u, h ^= h >> 16;
-    data[i] = __float2bfloat16(static_cast<float>(h) * (2.f / 4294967296.f) - 1.f);
+    data[i] = __float2bfloat16(hashed_value(i, seed) * (2.f / 4294967296.f) - 1.f);
   }
 }
 
@@ -48,9 +53,7 @@ __global__ void fill_random(__nv_bfloat16* data, std::size_t n, std::uint32_t se
 __global__ void fill_random(__nv_fp8_e4m3* data, std::size_t n, std::uint32_t seed) {
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
        i += std::size_t(gridDim.x) * blockDim.x) {
-    std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13, h *= 3266489917u, h ^= h >> 16;
-    data[i] = __nv_fp8_e4m3(static_cast<float>(h) * (896.f / 4294967296.f) - 448.f);
+    data[i] = __nv_fp8_e4m3(hashed_value(i, seed) * (896.f / 4294967296.f) - 448.f);
   }
 }
 
