@@ -10,6 +10,9 @@
 // fp8 bytes (half).
 //
 //   ./radix_decode_bench --benchmark_counters_tabular=true
+//
+// RADIX_ATTENTION_BENCH_RADIX_KERNEL=tma|mma in the environment forces the radix kernel
+// (RadixDecodeOptions::kernel; default: chosen by the plan) for comparisons.
 
 #include <benchmark/benchmark.h>
 #include <cuda_bf16.h>
@@ -17,6 +20,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <numeric>
 #include <random>
 #include <string>
@@ -223,6 +227,15 @@ DeviceRadixPlan upload_plan(const Fixture& f, const RadixPlan& plan) {
   return device_plan;
 }
 
+/// The radix kernel RADIX_ATTENTION_BENCH_RADIX_KERNEL names (tma, mma), else kAuto.
+RadixDecodeKernel bench_radix_kernel() {
+  const char* name = std::getenv("RADIX_ATTENTION_BENCH_RADIX_KERNEL");
+  if (name == nullptr) return RadixDecodeKernel::kAuto;
+  if (std::string(name) == "tma") return RadixDecodeKernel::kTma;
+  if (std::string(name) == "mma") return RadixDecodeKernel::kMma;
+  return RadixDecodeKernel::kAuto;
+}
+
 /// A plan uploaded for the fixture's batch, with its workspace; time() runs the benchmark loop
 /// of radix_decode over it.
 struct RadixRun {
@@ -236,9 +249,11 @@ struct RadixRun {
         work(ws) {}
 
   void time(benchmark::State& state, const Fixture& f) {
+    RadixDecodeOptions options;
+    options.kernel = bench_radix_kernel();
     timed_loop(state, f, [&] {
       radix_decode(f.q.ptr, kQHeads, f.cache, f.view, device_plan, f.out.ptr, nullptr, work.ptr, ws,
-                   nullptr);
+                   nullptr, options);
     });
   }
 };

@@ -126,7 +126,8 @@ void expect_slot_plan(const AttentionBatchStager& st, const std::vector<std::int
   const RadixPlanSummary summary = detail::pack_radix_plan(expected, lens, group, cap, packed);
   EXPECT_EQ(summary.num_partials, step.plan.num_partials);
   EXPECT_EQ(summary.num_items, step.plan.num_items);
-  const std::int64_t words = st.layout().plan_offsets.items + summary.num_items * kRadixItemWords;
+  const std::int64_t words = st.layout().plan_offsets.items +
+                             (summary.num_items + summary.num_wide_items) * kRadixItemWords;
   EXPECT_EQ(step.copy_bytes, (st.layout().plan + words) * 4);
   for (std::int64_t w = 0; w < words; ++w) {
     ASSERT_EQ(slot[static_cast<std::size_t>(st.layout().plan + w)],

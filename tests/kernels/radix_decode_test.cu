@@ -32,8 +32,8 @@ namespace {
 using test::build_batch;
 using test::DeviceBuffer;
 using test::DType;
-using test::Layout;
 using test::HostBatch;
+using test::Layout;
 using test::no_sharing;
 using test::RadixSegmentSpec;
 using test::Shape;
@@ -75,8 +75,6 @@ void run_case(const Shape& shape, const Case& c, std::uint64_t seed, bool compar
   DeviceBuffer<T> d_kv(kv.buffer), d_out(static_cast<std::size_t>(b.num_queries) * row);
   DeviceBuffer<std::int32_t> d_tables(b.tables), d_lens(b.context_lens);
   DeviceBuffer<float> d_lse(static_cast<std::size_t>(b.num_queries) * c.num_q_heads);
-  d_out.poison();
-  d_lse.poison();
   const PagedKvCacheView<T> cache =
       kv.view(d_kv.data(), b.num_blocks, c.block_size, c.num_kv_heads, D);
   BlockTableView view{d_tables.data(), d_lens.data(), b.num_queries,
@@ -86,21 +84,12 @@ void run_case(const Shape& shape, const Case& c, std::uint64_t seed, bool compar
   plan.upload(b.plan, b.context_lens, c.num_q_heads / c.num_kv_heads, nullptr);
   const std::size_t ws_bytes = radix_decode_workspace_bytes(plan, c.num_q_heads, D);
   DeviceBuffer<unsigned char> workspace(std::max<std::size_t>(ws_bytes, 16));
-  workspace.poison();
   RadixDecodeOptions options;
   options.scale = c.scale;
   options.fixed_grid = c.fixed_grid;
   options.expected_batch_fingerprint = 0x1234;
   options.q_row_stride = c.row_pad != 0 ? row : 0;
   options.out_row_stride = c.row_pad != 0 ? row : 0;
-  radix_decode(d_q.data(), c.num_q_heads, cache, view, plan, d_out.data(), d_lse.data(),
-               workspace.data(), ws_bytes, nullptr, options);
-  RADIX_ATTENTION_CUDA_CHECK(cudaDeviceSynchronize());
-  int pads_written = 0;
-  const std::vector<T> out =
-      test::dense_rows(d_out.download(), b.num_queries, row_elems, row, pads_written);
-  EXPECT_EQ(pads_written, 0) << "elements between output rows were written";
-  const std::vector<float> lse = d_lse.download();
 
   const double scale = c.scale != 0.f ? c.scale : 1.0 / std::sqrt(double(D));
   std::vector<double> ref(q_elems),
@@ -110,12 +99,31 @@ void run_case(const Shape& shape, const Case& c, std::uint64_t seed, bool compar
   reference::paged_decode(q.data(), host_cache, b.tables.data(), b.row_stride,
                           b.context_lens.data(), b.num_queries, c.num_q_heads, scale, ref.data(),
                           ref_lse.data());
-
   const bool is_float = std::is_same_v<T, float>;
   const double tol = is_float ? 1e-5 : 1e-2;
-  const double ref2 =
-      test::expect_decode_matches(out, lse.data(), ref, ref_lse.data(), b.context_lens.data(),
-                                  {b.num_queries, c.num_q_heads, D}, tol, /*per_element=*/true);
+
+  // 16-bit inputs: the TMA wgmma kernel where the shape suits it, then the mma.sync kernel
+  // (float: the CUDA-core kernel, whatever is asked).
+  std::vector<T> out;
+  double ref2 = 0.0;
+  int pads_written = 0;
+  for (const bool tma : {true, false}) {
+    if (!tma && is_float) break;
+    SCOPED_TRACE(tma ? "kernel kTma" : "kernel kMma");
+    options.kernel = tma ? RadixDecodeKernel::kTma : RadixDecodeKernel::kMma;
+    d_out.poison();
+    d_lse.poison();
+    workspace.poison();
+    radix_decode(d_q.data(), c.num_q_heads, cache, view, plan, d_out.data(), d_lse.data(),
+                 workspace.data(), ws_bytes, nullptr, options);
+    RADIX_ATTENTION_CUDA_CHECK(cudaDeviceSynchronize());
+    out = test::dense_rows(d_out.download(), b.num_queries, row_elems, row, pads_written);
+    EXPECT_EQ(pads_written, 0) << "elements between output rows were written";
+    const std::vector<float> lse = d_lse.download();
+    ref2 = test::expect_decode_matches(out, lse.data(), ref, ref_lse.data(), b.context_lens.data(),
+                                       {b.num_queries, c.num_q_heads, D}, tol,
+                                       /*per_element=*/true);
+  }
 
   if (compare_paged) {
     DeviceBuffer<T> d_paged(static_cast<std::size_t>(b.num_queries) * row);
@@ -321,6 +329,17 @@ TEST(RadixDecodeValidation, PackedLayoutCoversEveryRow) {
   EXPECT_EQ(rows_seen, (std::vector<int>{80, 40, 40}));
   // Largest first: the two tiles of the 64-token shared chunk lead.
   EXPECT_EQ(packed[o.items], 0);
+  // The wgmma kernel's list follows: one 128-row tile per chunk here, the shared one first.
+  EXPECT_EQ(s.num_wide_items, 3);
+  EXPECT_EQ(packed[detail::kHeaderNumWideItems], 3);
+  std::vector<int> wide_rows(3, 0);
+  for (int i = 0; i < 3; ++i) {
+    const int* item = &packed[o.items + (4 + i) * kRadixItemWords];
+    wide_rows[item[0]] += item[2];
+    EXPECT_EQ(item[1], 0);
+  }
+  EXPECT_EQ(wide_rows, (std::vector<int>{80, 40, 40}));
+  EXPECT_EQ(packed[o.items + 4 * kRadixItemWords], 0);
   // A smaller plan reuses the capacity (same offsets: graph-stable device addresses).
   const RadixPlanCapacity before = cap;
   RadixPlan smaller = test::radix_plan_from_segments(3, {{0, 0, 100, {0}}, {1, 0, 120, {1}}}, 1000);

@@ -19,6 +19,7 @@
 #include "radix_attention/kernels/detail/pdl.cuh"
 #include "radix_attention/kernels/detail/radix_mma_item.cuh"
 #include "radix_attention/kernels/detail/radix_simt_item.cuh"
+#include "radix_attention/kernels/detail/radix_tma.cuh"
 #include "radix_attention/kernels/detail/radix_traits.cuh"
 
 namespace radix_attention {

@@ -216,7 +216,8 @@ class AttentionBatch {
       case AttentionMode::kRadixDecode: {
         const detail::AttentionBatchLayout& l = stager_.layout();
         const detail::DevicePackedPlan plan{buffers_.device + l.plan, l.plan_offsets,
-                                            l.capacity.partials};
+                                            l.capacity.partials,
+                                            detail::radix_plan_prefers_tma(step_.plan)};
         detail::launch_packed_radix_plan<T>(q, c.model.num_q_heads, cache, tables, plan, out, lse,
                                             buffers_.workspace, workspace_bytes_, c.scale, stream);
         return;
@@ -325,7 +326,7 @@ class AttentionBatch {
   /// here so that run() makes none: a first run() inside stream capture stays capturable.
   void warm_up() {
     const int head_dim = stager_.config().model.head_dim;
-    (void)detail::radix_grid_slots(detail::select_radix_kernel<T>(head_dim), head_dim);
+    detail::warm_up_radix_decode<T>(head_dim);
     (void)detail::cached_occupancy(detail::select_paged_decode_kernel<T>(head_dim), head_dim,
                                    device_);
     const bool wgmma = DTypeTraits<T>::is_16bit && detail::image_has_wgmma(device_);

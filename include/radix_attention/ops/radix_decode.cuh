@@ -24,14 +24,24 @@
 #include "radix_attention/core/fp8.cuh"
 #include "radix_attention/core/kv_scales.hpp"
 #include "radix_attention/core/views.hpp"
+#include "radix_attention/kernels/detail/arch_probe.cuh"
 #include "radix_attention/kernels/radix_decode.cuh"
 #include "radix_attention/ops/detail/decode_checks.hpp"
 #include "radix_attention/ops/detail/kv_scale_checks.hpp"
 #include "radix_attention/ops/detail/kv_slot_code.cuh"
+#include "radix_attention/ops/detail/kv_tensor_maps.hpp"
 #include "radix_attention/ops/device_radix_plan.cuh"
 #include "radix_attention/ops/merge_states.cuh"
 
 namespace radix_attention {
+
+/// @brief The radix-decode kernels. kTma: the warp-specialised wgmma kernel
+/// (kernels/detail/radix_tma.cuh) over the plan's wide work list, where T and the cache are
+/// 16-bit, head_dim is 64 or 128, the block size a multiple of 8, the strides TMA-describable
+/// and the device runs an sm_90a image (elsewhere the mma.sync kernel runs); kMma: the mma.sync
+/// (CUDA-core for float) kernel; kAuto: kTma for the plans detail::radix_plan_prefers_tma
+/// names (shared chunks of more than 64 rows, batch-invariant plans), else kMma.
+enum class RadixDecodeKernel { kAuto, kTma, kMma };
 
 /// @brief Options of radix_decode; the defaults are what a serving engine wants.
 struct RadixDecodeOptions {
@@ -52,6 +62,8 @@ struct RadixDecodeOptions {
   /// Dequantisation scales of an fp8 e4m3 cache (core/kv_scales.hpp; null pointers mean 1);
   /// must stay null for a 16-bit or float cache.
   KvScales kv_scales{};
+  /// Which radix kernel runs (RadixDecodeKernel); the default picks by the plan.
+  RadixDecodeKernel kernel = RadixDecodeKernel::kAuto;
 };
 
 namespace detail {
@@ -218,13 +230,103 @@ namespace detail {
 /// persistent grid that reads the count from the plan's header. Partial ids are bounded by the
 /// plan buffer's capacity (`capacity_partials`), which (unlike the plan's count) a captured
 /// launch replayed with a later plan still matches.
+/// Raises the TMA radix kernel's shared-memory limit on `device` (once per device).
+template <class T, int D>
+void configure_radix_decode_tma(int device) {
+  static std::array<std::atomic<bool>, kMaxCachedDevices> done{};
+  if (device < kMaxCachedDevices && done[device].load(std::memory_order_relaxed)) return;
+  RADIX_ATTENTION_CUDA_CHECK(cudaFuncSetAttribute(
+      &radix_decode_tma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      static_cast<int>(RadixTmaTraits<T, D>::kSmemBytes)));
+  if (device < kMaxCachedDevices) done[device].store(true, std::memory_order_relaxed);
+}
+
+/// Launches the TMA radix kernel over the plan's wide list when T, the cache and the device
+/// suit it (see RadixDecodeKernel::kTma); false, launching nothing, otherwise.
+/// `num_wide_items` < 0: a fixed grid (one CTA per SM) that reads the count from the plan.
+template <class T, class TKv>
+bool launch_radix_decode_tma(const RadixKernelParams<T, TKv>& p, const PagedKvCacheView<TKv>& cache,
+                             int num_wide_items, int device, cudaStream_t stream) {
+  if constexpr (!DTypeTraits<T>::is_16bit || !std::is_same_v<TKv, T>) {
+    return false;
+  } else {
+    if (cache.head_dim > 128 || !image_has_wgmma(device)) return false;
+    RadixTmaParams<T> tp{};
+    // Chunks start on multiples of 64 tokens (the planner's alignment): boxes of at most 64
+    // rows keep their full tiles on the TMA path at any block size.
+    if (!encode_kv_tensor_maps(cache, tp.maps, kRadixKvTileTokens)) return false;
+    const KvStrides strides = resolved_strides(cache);
+    tp.base = p;
+    tp.layout = {strides.block, strides.token, strides.head, cache.num_blocks};
+    const std::int64_t sms = device_sm_count(device);
+    std::int64_t grid = sms;
+    if (num_wide_items >= 0) {
+      const std::int64_t work = static_cast<std::int64_t>(num_wide_items) * cache.num_kv_heads;
+      expects(work <= INT32_MAX, "wide work items x num_kv_heads", work, "must fit in int32");
+      tp.base.total_work = static_cast<int>(work);
+      grid = std::min(work, sms);
+    } else {
+      tp.base.total_work = -1;
+    }
+    dispatch_head_dim(cache.head_dim, [&](auto d) {
+      constexpr int D = decltype(d)::value;
+      if constexpr (D <= 128) {
+        configure_radix_decode_tma<T, D>(device);
+        if (grid > 0) {
+          discard_stale_error();  // a launch reports its own failure, not an earlier one
+          radix_decode_tma_kernel<T, D>
+              <<<static_cast<unsigned>(grid), RadixTmaTraits<T, D>::kThreads,
+                 RadixTmaTraits<T, D>::kSmemBytes, stream>>>(tp);
+          RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+        }
+      }
+    });
+    return true;
+  }
+}
+
+/// The one-time host work of the radix kernels for (T, head_dim) on the current device: the
+/// image probe, shared-memory limits, occupancy, the tensor-map encoder. After it a launch
+/// makes no CUDA call but the launches themselves (a first launch inside stream capture).
+template <class T, class TKv = T>
+void warm_up_radix_decode(int head_dim) {
+  const int device = current_device();
+  (void)radix_grid_slots(select_radix_kernel<T, TKv>(head_dim), head_dim);
+  if constexpr (DTypeTraits<T>::is_16bit && std::is_same_v<TKv, T>) {
+    if (head_dim <= 128 && image_has_wgmma(device) && tensor_map_encoder() != nullptr) {
+      dispatch_head_dim(head_dim, [&](auto d) {
+        constexpr int D = decltype(d)::value;
+        if constexpr (D <= 128) configure_radix_decode_tma<T, D>(device);
+      });
+    }
+  }
+  (void)device_sm_count(device);
+}
+
+/**
+ * Whether a plan runs on the TMA wgmma kernel (where the device and cache allow it) rather
+ * than the mma.sync one. Measured on an H200 (bf16, 32 q / 8 kv heads, head_dim 128, planner
+ * plans): the wgmma kernel is faster on shared chunks of more than 64 rows (64 x (4096 + 128):
+ * 42.8 vs 45.8 us, 256 x (2048 + 64): 73.0 vs 92.6 us) and slower on plans of private segments
+ * only (64 x 4096 without sharing: 313 vs 263 us). Batch-invariant plans always take it: the
+ * choice must not depend on the batch, and there it needs no narrow work items.
+ */
+inline bool radix_plan_prefers_tma(const RadixPlanSummary& s) {
+  return s.batch_invariant || s.num_shared_wide_items > 0;
+}
+
+/// Launches the radix kernels over `plan_view` and the merge. `num_items` / `num_wide_items`:
+/// the plan's two work lists (summary), or -1 for a fixed grid that reads them on the device;
+/// `plan_prefers_tma`: radix_plan_prefers_tma of the plan, for options.kernel = kAuto (any
+/// plan runs correctly on either kernel, so a graph captured with one plan stays correct for
+/// the later ones it replays).
 template <class T, class TKv>
 void launch_radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<TKv>& cache,
                          const BlockTableView& tables, const RadixPlanView& plan_view,
                          std::int64_t capacity_partials, const std::int32_t* query_partial_indptr,
-                         const std::int32_t* query_partials, int num_queries, int total_work,
-                         T* out, float* lse, void* workspace, cudaStream_t stream,
-                         const RadixDecodeOptions& options) {
+                         const std::int32_t* query_partials, int num_queries, int num_items,
+                         int num_wide_items, bool plan_prefers_tma, T* out, float* lse,
+                         void* workspace, cudaStream_t stream, const RadixDecodeOptions& options) {
   const RadixKernelInfo<T, TKv> info = select_radix_kernel<T, TKv>(cache.head_dim);
   RadixKernelParams<T, TKv> p{};
   p.q = q;
@@ -252,15 +354,22 @@ void launch_radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<TKv
   p.k_scale = options.kv_scales.k_scale;
   p.v_scale = options.kv_scales.v_scale;
   p.scale_head_step = options.kv_scales.mode == KvScaleMode::kPerHead ? 1 : 0;
-  p.total_work = total_work;
-  // radix_grid_slots also raises the instance's shared-memory limit (once per device): call it
-  // whichever grid is launched.
-  const int slots = radix_grid_slots(info, cache.head_dim);
-  const unsigned grid = static_cast<unsigned>(total_work < 0 ? slots : total_work);
-  if (grid > 0) {
-    discard_stale_error();  // the launch rule of core/cuda_check.cuh
-    info.kernel<<<grid, info.threads, info.smem_bytes, stream>>>(p);
-    RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+  const int device = current_device();
+  const bool tma = options.kernel == RadixDecodeKernel::kTma ||
+                   (options.kernel == RadixDecodeKernel::kAuto && plan_prefers_tma);
+  if (!tma || !launch_radix_decode_tma(p, cache, num_wide_items, device, stream)) {
+    const std::int64_t work = static_cast<std::int64_t>(num_items) * cache.num_kv_heads;
+    expects(work <= INT32_MAX, "work items x num_kv_heads", work, "must fit in int32");
+    p.total_work = num_items < 0 ? -1 : static_cast<int>(work);
+    // radix_grid_slots also raises the instance's shared-memory limit (once per device): call
+    // it whichever grid is launched.
+    const int slots = radix_grid_slots(info, cache.head_dim);
+    const unsigned grid = static_cast<unsigned>(p.total_work < 0 ? slots : p.total_work);
+    if (grid > 0) {
+      discard_stale_error();  // the launch rule of core/cuda_check.cuh
+      info.kernel<<<grid, info.threads, info.smem_bytes, stream>>>(p);
+      RADIX_ATTENTION_CUDA_CHECK_LAUNCH();
+    }
   }
   merge_states<T>(p.partial_out, p.partial_lse, static_cast<int>(capacity_partials), num_q_heads,
                   cache.head_dim, query_partial_indptr, query_partials, num_queries, out, lse,
@@ -299,13 +408,12 @@ void radix_decode(const T* q, int num_q_heads, const PagedKvCacheView<TKv>& cach
   expects(workspace != nullptr || needed == 0, "workspace", "nullptr", "must be a device buffer");
   expects(detail::is_aligned16(workspace), "workspace", workspace, "must be 16-byte aligned");
 
-  const std::int64_t work =
-      static_cast<std::int64_t>(plan.summary().num_items) * cache.num_kv_heads;
-  expects(work <= INT32_MAX, "work items x num_kv_heads", work, "must fit in int32");
-  detail::launch_radix_decode(q, num_q_heads, cache, tables, plan.view(), plan.capacity().partials,
-                              plan.query_partial_indptr(), plan.query_partials(),
-                              plan.num_queries(), options.fixed_grid ? -1 : static_cast<int>(work),
-                              out, lse, workspace, stream, options);
+  const bool fixed = options.fixed_grid;
+  detail::launch_radix_decode(
+      q, num_q_heads, cache, tables, plan.view(), plan.capacity().partials,
+      plan.query_partial_indptr(), plan.query_partials(), plan.num_queries(),
+      fixed ? -1 : plan.summary().num_items, fixed ? -1 : plan.summary().num_wide_items,
+      detail::radix_plan_prefers_tma(plan.summary()), out, lse, workspace, stream, options);
 }
 
 }  // namespace radix_attention

@@ -35,6 +35,11 @@ inline constexpr int kRadixRowsPerTile = 64;
 /// many queries share its chunk.
 inline constexpr int kRadixBatchInvariantRows = 16;
 
+/// Rows per work item of the warp-specialised wgmma radix kernel (kernels/detail/radix_tma.cuh):
+/// its two consumer warpgroups' 64-row wgmma tiles over one K/V stream. Items of at most 64
+/// rows take one consumer warpgroup, so two such items run side by side.
+inline constexpr int kRadixWideRows = 128;
+
 /// Tokens per KV tile of the radix kernel's mainloop: 64 keeps K+V of one stage at 32 KB for
 /// head_dim 128 (see RadixMmaTraits). The planner aligns chunk lengths to it
 /// (PlannerOptions::chunk_alignment_tokens) so that only a segment's last tile is partial.
@@ -53,7 +58,8 @@ enum RadixHeader : int {
   kHeaderNumPartials = 2,
   kHeaderNumQueries = 3,
   kHeaderGroupSize = 4,
-  kHeaderSize = 8,  // padded so the arrays start 32-byte aligned
+  kHeaderNumWideItems = 5,  ///< items of the wgmma kernel's list (kRadixWideRows rows each)
+  kHeaderSize = 8,          // padded so the arrays start 32-byte aligned
 };
 
 }  // namespace detail
@@ -112,7 +118,9 @@ inline RadixPlanOffsets radix_plan_offsets(const RadixPlanCapacity& cap) {
   o.chunk_queries = take(cap.partials);
   o.query_partial_indptr = take(cap.queries + 1);
   o.query_partials = take(cap.partials);
-  o.items = take(cap.items * kRadixItemWords);
+  // Both work lists, the wide one (wgmma kernel) right after the other's items: it never has
+  // more items (its tiles hold at least as many rows), and a step copies only what is used.
+  o.items = take(2 * cap.items * kRadixItemWords);
   o.total = at;
   return o;
 }
@@ -127,6 +135,8 @@ struct RadixPlanView {
   const std::int32_t* chunk_end;
   const std::int32_t* chunk_query_indptr;
   const std::int32_t* chunk_queries;
+  /// The work list of the mma kernels ([0, header[kHeaderNumItems])), followed by the wgmma
+  /// kernel's (the same chunks in tiles of kRadixWideRows rows, header[kHeaderNumWideItems]).
   const RadixItem* items;
 };
 
@@ -150,6 +160,12 @@ struct RadixPlanSummary {
   std::int32_t num_chunks = 0;
   std::int32_t num_partials = 0;
   std::int32_t num_items = 0;
+  std::int32_t num_wide_items = 0;  ///< items of the wgmma kernel's list
+  /// Wide items of more than 64 rows (a chunk shared by more queries than one 64-row wgmma
+  /// tile holds): the work the wgmma kernel is for.
+  std::int32_t num_shared_wide_items = 0;
+  bool batch_invariant =
+      false;  ///< the plan's rows_per_item is set (PlannerOptions::deterministic)
   std::int32_t group_size = 0;
   std::int32_t max_token_end = 0;  ///< largest chunk_token_end: bounds the block-table width
   std::int64_t rows = 0;           ///< sum over chunks of queries x group size
@@ -167,13 +183,15 @@ namespace detail {
  * which then comes from L2).
  */
 inline void radix_work_items(const RadixPlan& plan, std::int32_t group_size,
-                             std::vector<RadixItem>& out) {
+                             std::vector<RadixItem>& out, std::int64_t rows_per_item = 0) {
   struct Keyed {
     std::int64_t cost;
     RadixItem item;
   };
   std::vector<Keyed> items;
-  const std::int64_t tile = plan.rows_per_item > 0 ? plan.rows_per_item : kRadixRowsPerTile;
+  const std::int64_t tile = rows_per_item > 0        ? rows_per_item
+                            : plan.rows_per_item > 0 ? plan.rows_per_item
+                                                     : kRadixRowsPerTile;
   for (std::size_t c = 0; c < plan.chunk_row.size(); ++c) {
     const std::int64_t rows =
         static_cast<std::int64_t>(plan.chunk_query_indptr[c + 1] - plan.chunk_query_indptr[c]) *
@@ -215,6 +233,8 @@ inline RadixPlanSummary pack_valid_radix_plan(const RadixPlan& plan, std::int32_
           "must fit in int32 (rows of the work list)");
   std::vector<RadixItem> items;
   radix_work_items(plan, group_size, items);
+  std::vector<RadixItem> wide_items;
+  radix_work_items(plan, group_size, wide_items, kRadixWideRows);
 
   const RadixPlanCapacity need = radix_plan_need(plan, static_cast<std::int64_t>(items.size()));
   RadixPlanCapacity grown = cap;
@@ -233,6 +253,7 @@ inline RadixPlanSummary pack_valid_radix_plan(const RadixPlan& plan, std::int32_
   packed[kHeaderNumPartials] = plan.num_partials();
   packed[kHeaderNumQueries] = plan.num_queries;
   packed[kHeaderGroupSize] = group_size;
+  packed[kHeaderNumWideItems] = static_cast<std::int32_t>(wide_items.size());
   auto put = [&packed](std::int64_t at, const std::vector<std::int32_t>& v) {
     std::copy(v.begin(), v.end(), packed.begin() + at);
   };
@@ -246,12 +267,19 @@ inline RadixPlanSummary pack_valid_radix_plan(const RadixPlan& plan, std::int32_
   if (!items.empty()) {
     std::memcpy(packed.data() + o.items, items.data(), items.size() * sizeof(RadixItem));
   }
+  if (!wide_items.empty()) {
+    std::memcpy(packed.data() + o.items + items.size() * kRadixItemWords, wide_items.data(),
+                wide_items.size() * sizeof(RadixItem));
+  }
 
   RadixPlanSummary s;
   s.num_queries = plan.num_queries;
   s.num_chunks = plan.num_chunks();
   s.num_partials = plan.num_partials();
   s.num_items = static_cast<std::int32_t>(items.size());
+  s.num_wide_items = static_cast<std::int32_t>(wide_items.size());
+  for (const RadixItem& it : wide_items) s.num_shared_wide_items += it.rows > 64 ? 1 : 0;
+  s.batch_invariant = plan.rows_per_item > 0;
   s.group_size = group_size;
   for (std::size_t c = 0; c < plan.chunk_row.size(); ++c) {
     s.max_token_end = std::max(s.max_token_end, plan.chunk_token_end[c]);

@@ -306,7 +306,7 @@ class AttentionBatchStager {
         step.radix_fell_back = true;
       }
       copy_words = layout_.plan + layout_.plan_offsets.items +
-                   std::int64_t{step.plan.num_items} * kRadixItemWords;
+                   std::int64_t{staged_plan_items()} * kRadixItemWords;
     }
     step.copy_bytes = copy_words * static_cast<std::int64_t>(sizeof(std::int32_t));
     write_slot(slot_index, slot, mode == AttentionMode::kRadixDecode);
@@ -410,7 +410,10 @@ class AttentionBatchStager {
     }
   }
 
-  std::int32_t staged_plan_items() const { return packed_[kHeaderNumItems]; }
+  /// Items of both work lists of the packed plan (the wide list follows the other).
+  std::int32_t staged_plan_items() const {
+    return packed_[kHeaderNumItems] + packed_[kHeaderNumWideItems];
+  }
 
   AttentionBatchConfig config_;
   AttentionBatchLayout layout_;

@@ -37,25 +37,28 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 #endif
 }
 
-/// Token rows of one box for `block_size`: the largest of 128, 64, .., 8 dividing it; 0 when
-/// none does (block sizes that are not multiples of 8 take the cp.async gathers instead).
-constexpr int kv_box_rows(int block_size) {
-  for (int rows = 128; rows >= 8; rows /= 2) {
+/// Token rows of one box for `block_size`: the largest of max_rows (a power of two <= 128), ..,
+/// 16, 8 dividing it; 0 when none does (block sizes that are not multiples of 8 take the
+/// cp.async gathers instead).
+constexpr int kv_box_rows(int block_size, int max_rows = 128) {
+  for (int rows = max_rows; rows >= 8; rows /= 2) {
     if (block_size % rows == 0) return rows;
   }
   return 0;
 }
 
 /**
- * Encodes the K and V tensor maps of a 16-bit paged cache. Returns false (maps untouched) when
- * TMA cannot describe it: a block size that is not a multiple of 8, a stride or base address
+ * Encodes the K and V tensor maps of a 16-bit paged cache, boxes of at most `max_box_rows`
+ * token rows (tiles that start on a multiple of it can come by TMA). Returns false (maps untouched)
+ * when TMA cannot describe it: a block size that is not a multiple of 8, a stride or base address
  * that is not a multiple of 16 bytes, or no encoder in the driver; the caller then uses the
  * cp.async loaders. Host work only (no device call, no synchronisation): graph-capture safe.
  */
 template <class T>
-bool encode_kv_tensor_maps(const PagedKvCacheView<T>& cache, KvTensorMaps& maps) {
+bool encode_kv_tensor_maps(const PagedKvCacheView<T>& cache, KvTensorMaps& maps,
+                           int max_box_rows = 128) {
   static_assert(sizeof(T) == 2, "the TMA loader moves 16-bit K/V");
-  const int box_rows = kv_box_rows(cache.block_size);
+  const int box_rows = kv_box_rows(cache.block_size, max_box_rows);
   const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
   if (box_rows == 0 || encode == nullptr || cache.head_dim % 64 != 0) return false;
   const KvStrides strides = resolved_strides(cache);

@@ -27,6 +27,7 @@ struct DevicePackedPlan {
   const std::int32_t* base = nullptr;
   RadixPlanOffsets offsets{};
   std::int64_t capacity_partials = 0;
+  bool prefer_tma = true;  ///< radix_plan_prefers_tma of the staged plan
 };
 
 /// radix_decode with options.fixed_grid over `plan`, whose queries are tables.num_seqs: the
@@ -54,8 +55,8 @@ void launch_packed_radix_plan(const T* q, int num_q_heads, const PagedKvCacheVie
 
   launch_radix_decode(q, num_q_heads, cache, tables, radix_plan_view(plan.base, plan.offsets),
                       plan.capacity_partials, plan.base + plan.offsets.query_partial_indptr,
-                      plan.base + plan.offsets.query_partials, tables.num_seqs, /*total_work=*/-1,
-                      out, lse, workspace, stream, options);
+                      plan.base + plan.offsets.query_partials, tables.num_seqs, /*num_items=*/-1,
+                      /*num_wide_items=*/-1, plan.prefer_tma, out, lse, workspace, stream, options);
 }
 
 }  // namespace radix_attention::detail
