@@ -307,8 +307,8 @@ void warm_up_radix_decode(int head_dim) {
  * Whether a plan runs on the TMA wgmma kernel (where the device and cache allow it) rather
  * than the mma.sync one. Measured on an H200 (bf16, 32 q / 8 kv heads, head_dim 128, planner
  * plans): the wgmma kernel is faster on shared chunks of more than 64 rows (64 x (4096 + 128):
- * 42.8 vs 45.8 us, 256 x (2048 + 64): 73.0 vs 92.6 us) and slower on plans of private segments
- * only (64 x 4096 without sharing: 313 vs 263 us). Batch-invariant plans always take it: the
+ * 42.8 vs 46.3 us, 256 x (2048 + 64): 72.9 vs 94.2 us) and slower on plans of private segments
+ * only (64 x 4096 without sharing: 313 vs 258 us; bench/RESULTS.md). Batch-invariant plans always take it: the
  * choice must not depend on the batch, and there it needs no narrow work items.
  */
 inline bool radix_plan_prefers_tma(const RadixPlanSummary& s) {
