@@ -340,6 +340,21 @@ TEST(RadixDecodeValidation, PackedLayoutCoversEveryRow) {
   }
   EXPECT_EQ(wide_rows, (std::vector<int>{80, 40, 40}));
   EXPECT_EQ(packed[o.items + 4 * kRadixItemWords], 0);
+  // The 80-row shared chunk is what the wgmma kernel is for; 8 heads leave every chunk <= 64
+  // rows (the mma.sync kernel), unless the plan is batch-invariant (one kernel for any batch).
+  EXPECT_EQ(s.num_shared_wide_items, 1);
+  EXPECT_FALSE(s.batch_invariant);
+  EXPECT_TRUE(detail::radix_plan_prefers_tma(s));
+  RadixPlanCapacity cap8;
+  std::vector<std::int32_t> packed8;
+  const RadixPlanSummary s8 = detail::pack_radix_plan(plan, lens, 8, cap8, packed8);
+  EXPECT_EQ(s8.num_shared_wide_items, 0);
+  EXPECT_FALSE(detail::radix_plan_prefers_tma(s8));
+  RadixPlan invariant = plan;
+  invariant.rows_per_item = kRadixBatchInvariantRows;
+  const RadixPlanSummary si = detail::pack_radix_plan(invariant, lens, 8, cap8, packed8);
+  EXPECT_TRUE(si.batch_invariant);
+  EXPECT_TRUE(detail::radix_plan_prefers_tma(si));
   // A smaller plan reuses the capacity (same offsets: graph-stable device addresses).
   const RadixPlanCapacity before = cap;
   RadixPlan smaller = test::radix_plan_from_segments(3, {{0, 0, 100, {0}}, {1, 0, 120, {1}}}, 1000);
