@@ -121,17 +121,49 @@ int radix_grid_slots(const RadixKernelInfo<T, TKv>& info, int head_dim) {
 
 inline std::size_t radix_align256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 
+/// Raises the TMA radix kernel's shared-memory limit on `device` (once per device).
+template <class T, int D>
+void configure_radix_decode_tma(int device) {
+  static std::array<std::atomic<bool>, kMaxCachedDevices> done{};
+  if (device < kMaxCachedDevices && done[device].load(std::memory_order_relaxed)) return;
+  RADIX_ATTENTION_CUDA_CHECK(cudaFuncSetAttribute(
+      &radix_decode_tma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      static_cast<int>(RadixTmaTraits<T, D>::kSmemBytes)));
+  if (device < kMaxCachedDevices) done[device].store(true, std::memory_order_relaxed);
+}
+
+/// The one-time host work of the radix kernels for (T, head_dim) on the current device: the
+/// image probe, shared-memory limits, occupancy, the tensor-map encoder. After it a launch
+/// makes no CUDA call but the launches themselves (a first launch inside stream capture).
+template <class T, class TKv = T>
+void warm_up_radix_decode(int head_dim) {
+  const int device = current_device();
+  (void)radix_grid_slots(select_radix_kernel<T, TKv>(head_dim), head_dim);
+  if constexpr (DTypeTraits<T>::is_16bit && std::is_same_v<TKv, T>) {
+    if (head_dim <= 128 && image_has_wgmma(device) && tensor_map_encoder() != nullptr) {
+      dispatch_head_dim(head_dim, [&](auto d) {
+        constexpr int D = decltype(d)::value;
+        if constexpr (D <= 128) configure_radix_decode_tma<T, D>(device);
+      });
+    }
+  }
+  (void)device_sm_count(device);
+}
+
 }  // namespace detail
 
 /**
  * @brief The current device as a BatchPlanner sizes its split-KV chunks for it: the SM count
  * and the CTAs per SM the radix-decode kernel for (T, head_dim) keeps resident (their product
  * is the grid of a fixed_grid launch: one wave). TKv: the cache element type (T, or
- * __nv_fp8_e4m3 for an fp8 cache read with 16-bit queries T).
+ * __nv_fp8_e4m3 for an fp8 cache read with 16-bit queries T). It also makes the launchers'
+ * one-time queries for (T, head_dim) on this device (image probe, shared-memory limits, the
+ * tensor-map encoder), so that a first radix_decode inside stream capture makes no other call.
  * @throw InvalidArgument for an unsupported head_dim; CudaError if a CUDA query fails.
  */
 template <class T, class TKv = T>
 DeviceShape radix_decode_device_shape(int head_dim) {
+  detail::warm_up_radix_decode<T, TKv>(head_dim);  // so a later launch may be captured first
   const detail::RadixKernelInfo<T, TKv> info = detail::select_radix_kernel<T, TKv>(head_dim);
   const int slots = detail::radix_grid_slots(info, head_dim);
   const int sms = detail::device_sm_count(detail::current_device());
@@ -230,17 +262,6 @@ namespace detail {
 /// persistent grid that reads the count from the plan's header. Partial ids are bounded by the
 /// plan buffer's capacity (`capacity_partials`), which (unlike the plan's count) a captured
 /// launch replayed with a later plan still matches.
-/// Raises the TMA radix kernel's shared-memory limit on `device` (once per device).
-template <class T, int D>
-void configure_radix_decode_tma(int device) {
-  static std::array<std::atomic<bool>, kMaxCachedDevices> done{};
-  if (device < kMaxCachedDevices && done[device].load(std::memory_order_relaxed)) return;
-  RADIX_ATTENTION_CUDA_CHECK(cudaFuncSetAttribute(
-      &radix_decode_tma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-      static_cast<int>(RadixTmaTraits<T, D>::kSmemBytes)));
-  if (device < kMaxCachedDevices) done[device].store(true, std::memory_order_relaxed);
-}
-
 /// Launches the TMA radix kernel over the plan's wide list when T, the cache and the device
 /// suit it (see RadixDecodeKernel::kTma); false, launching nothing, otherwise.
 /// `num_wide_items` < 0: a fixed grid (one CTA per SM) that reads the count from the plan.
@@ -285,31 +306,13 @@ bool launch_radix_decode_tma(const RadixKernelParams<T, TKv>& p, const PagedKvCa
   }
 }
 
-/// The one-time host work of the radix kernels for (T, head_dim) on the current device: the
-/// image probe, shared-memory limits, occupancy, the tensor-map encoder. After it a launch
-/// makes no CUDA call but the launches themselves (a first launch inside stream capture).
-template <class T, class TKv = T>
-void warm_up_radix_decode(int head_dim) {
-  const int device = current_device();
-  (void)radix_grid_slots(select_radix_kernel<T, TKv>(head_dim), head_dim);
-  if constexpr (DTypeTraits<T>::is_16bit && std::is_same_v<TKv, T>) {
-    if (head_dim <= 128 && image_has_wgmma(device) && tensor_map_encoder() != nullptr) {
-      dispatch_head_dim(head_dim, [&](auto d) {
-        constexpr int D = decltype(d)::value;
-        if constexpr (D <= 128) configure_radix_decode_tma<T, D>(device);
-      });
-    }
-  }
-  (void)device_sm_count(device);
-}
-
 /**
  * Whether a plan runs on the TMA wgmma kernel (where the device and cache allow it) rather
  * than the mma.sync one. Measured on an H200 (bf16, 32 q / 8 kv heads, head_dim 128, planner
  * plans): the wgmma kernel is faster on shared chunks of more than 64 rows (64 x (4096 + 128):
  * 42.8 vs 46.3 us, 256 x (2048 + 64): 72.9 vs 94.2 us) and slower on plans of private segments
- * only (64 x 4096 without sharing: 313 vs 258 us; bench/RESULTS.md). Batch-invariant plans always take it: the
- * choice must not depend on the batch, and there it needs no narrow work items.
+ * only (64 x 4096 without sharing: 313 vs 258 us; bench/RESULTS.md). Batch-invariant plans always
+ * take it: the choice must not depend on the batch, and there it needs no narrow work items.
  */
 inline bool radix_plan_prefers_tma(const RadixPlanSummary& s) {
   return s.batch_invariant || s.num_shared_wide_items > 0;
