@@ -24,6 +24,22 @@
 
 namespace radix_attention {
 
+namespace detail {
+
+/// The token range and row map of work item `it` for kv head `kv_head`.
+template <int HEAD_DIM, class T, class TKv>
+__device__ __forceinline__ void radix_item_unit(const RadixKernelParams<T, TKv>& p,
+                                                const RadixItem& it, int kv_head, DecodeSpan& span,
+                                                RadixItemRows<HEAD_DIM>& rows) {
+  span = DecodeSpan{p.block_tables + static_cast<std::int64_t>(it.table_row) * p.block_table_stride,
+                    it.begin, it.end};
+  rows =
+      RadixItemRows<HEAD_DIM>{&p.plan, it.query_base, it.row_begin,   it.rows,       p.group_size,
+                              kv_head, p.num_q_heads, p.q_row_stride, p.partial_out, p.partial_lse};
+}
+
+}  // namespace detail
+
 /**
  * @brief Tensor-core radix decode (T = __half or __nv_bfloat16; cache TKv = T or
  * __nv_fp8_e4m3); launch with RadixMmaTraits<T, HEAD_DIM, TKv>::kThreads threads and
@@ -42,15 +58,10 @@ __global__ void __launch_bounds__(detail::RadixMmaTraits<T, HEAD_DIM, TKv>::kThr
     const int item = w / p.num_kv_heads;
     const int kv_head = w - item * p.num_kv_heads;
     const RadixItem it = detail::load_radix_item(p.plan.items + item);
-    // Layout per item (uniform over the CTA): rows on warps when there are many, tokens on
-    // warps when there are few.
-    if (it.rows <= 16) {
-      detail::radix_mma_item<T, HEAD_DIM, 1>(p, sm, it, kv_head);
-    } else if (it.rows <= 32) {
-      detail::radix_mma_item<T, HEAD_DIM, 2>(p, sm, it, kv_head);
-    } else {
-      detail::radix_mma_item<T, HEAD_DIM, 4>(p, sm, it, kv_head);
-    }
+    detail::DecodeSpan span;
+    detail::RadixItemRows<HEAD_DIM> rows;
+    detail::radix_item_unit(p, it, kv_head, span, rows);
+    detail::radix_mma_unit<T, HEAD_DIM, TKv>(p, sm, span, rows, kv_head);
   }
 }
 
@@ -68,7 +79,10 @@ __global__ void __launch_bounds__(detail::RadixSimtTraits::kThreads)
     const int item = w / p.num_kv_heads;
     const int kv_head = w - item * p.num_kv_heads;
     const RadixItem it = detail::load_radix_item(p.plan.items + item);
-    detail::radix_simt_item<T, HEAD_DIM>(p, it, kv_head);
+    detail::DecodeSpan span;
+    detail::RadixItemRows<HEAD_DIM> rows;
+    detail::radix_item_unit(p, it, kv_head, span, rows);
+    detail::radix_simt_item<T, HEAD_DIM>(p, span, rows, kv_head);
   }
 }
 

@@ -96,15 +96,13 @@ template <class T, class TKv = T>
 PagedDecodeKernelInfo<T, TKv> select_paged_decode_kernel(int head_dim) {
   auto make = [](auto d) -> PagedDecodeKernelInfo<T, TKv> {
     constexpr int D = decltype(d)::value;
-    if constexpr (std::is_same_v<TKv, __nv_fp8_e4m3>) {
-      using Tr = PagedDecodeTcTraits<T, D, TKv>;
-      return {&paged_decode_tc_kernel<T, D, TKv>, Tr::kThreads, Tr::kSmemBytes, Tr::kRows};
-    } else if constexpr (DTypeTraits<T>::is_16bit) {
-      using Tr = PagedDecodeTcTraits<T, D>;
-      return {&paged_decode_tc_kernel<T, D>, Tr::kThreads, Tr::kSmemBytes, Tr::kRows};
+    if constexpr (DTypeTraits<T>::is_16bit) {
+      using Tr = PagedDecodeMmaTraits<T, D, TKv>;
+      return {&paged_decode_mma_kernel<T, D, TKv>, Tr::kThreads, static_cast<int>(Tr::kSmemBytes),
+              kPagedDecodeRowsPerCta};
     } else {
-      using Tr = PagedDecodeSimtTraits<T, D>;
-      return {&paged_decode_simt_kernel<T, D>, Tr::kThreads, Tr::kSmemBytes, Tr::kRows};
+      return {&paged_decode_simt_kernel<T, D>, RadixSimtTraits::kThreads, 0,
+              kPagedDecodeRowsPerCta};
     }
   };
   return dispatch_head_dim(head_dim, make);
@@ -158,17 +156,6 @@ void validate_paged_decode_shapes(int num_q_heads, const PagedKvCacheView<T>& ca
   check_read_scales<T>(options.kv_scales, "options.kv_scales");
 }
 
-/// Query heads one CTA computes for a cache of element type TKv: the tensor-core kernels' rows
-/// for 16-bit and fp8 caches, whatever the query type (the split plan needs no kernel instance).
-template <class TKv>
-int decode_rows_per_cta(int head_dim) {
-  if constexpr (std::is_same_v<TKv, __nv_fp8_e4m3>) {
-    return PagedDecodeTcTraits<__nv_bfloat16, 64, TKv>::kRows;
-  } else {
-    return select_paged_decode_kernel<TKv>(head_dim).rows_per_cta;
-  }
-}
-
 /// Split-KV plan. Splits only when there are fewer work items than SMs, then into as few
 /// splits as leave no SM without an item: ceil(SMs / items), each at least kMinSplitTokens
 /// long. Measured on an NVIDIA H200 (132 SMs, bf16, 32 q / 8 kv heads, block 16): 16 x 16384
@@ -182,7 +169,7 @@ int plan_num_splits(int num_q_heads, const PagedKvCacheView<T>& cache, const Blo
   if (options.num_splits > 0) return options.num_splits;
   if (options.deterministic) return kBatchInvariantDecodeSplits;
   if (tables.num_seqs == 0) return 1;
-  const int rows_per_cta = decode_rows_per_cta<T>(cache.head_dim);
+  const int rows_per_cta = kPagedDecodeRowsPerCta;
   const long long sms = options.num_sms > 0 ? options.num_sms : device_sm_count(current_device());
   const int group = num_q_heads / cache.num_kv_heads;
   const long long items = static_cast<long long>(tables.num_seqs) * cache.num_kv_heads *

@@ -170,13 +170,13 @@ __device__ __forceinline__ uint4 fp8_qk_q_chunk(const T* q_row, int chunk) {
 }
 
 /**
- * Stores row g + 8 `half` of fp8_pv_16's accumulators, times `scale`, to the float row
- * `row_out` (16-byte aligned) in head_dim order. A lane's columns 2c + e of n-tiles
- * blk * w .. blk * w + w - 1 are w consecutive dims, so the stores are float4.
+ * Hands row g + 8 `half` of fp8_pv_16's accumulators, times `scale`, to `store(dim, v)` in
+ * head_dim order: v = the 4 consecutive dims dim .. dim + 3 (a lane's columns 2c + e of
+ * n-tiles blk * w .. blk * w + w - 1 are w consecutive dims, so the stores are 4-wide).
  */
-template <int HEAD_DIM>
-__device__ __forceinline__ void store_fp8_pv_row(float* row_out, const float (&o)[HEAD_DIM / 8][4],
-                                                 int half, int lane, float scale) {
+template <int HEAD_DIM, class Store>
+__device__ __forceinline__ void store_fp8_pv_row(const float (&o)[HEAD_DIM / 8][4], int half,
+                                                 int lane, float scale, Store&& store) {
   constexpr int kW = kFp8VBytes<HEAD_DIM>;
   const int c = lane % 4;
 #pragma unroll
@@ -187,8 +187,9 @@ __device__ __forceinline__ void store_fp8_pv_row(float* row_out, const float (&o
       for (int q = 0; q < kW / 4; ++q) {
         const int i = blk * kW + 4 * q;
         const int v = 2 * half + e;
-        *reinterpret_cast<float4*>(row_out + fp8_pv_dim<HEAD_DIM>(i, 2 * c + e)) = make_float4(
-            o[i][v] * scale, o[i + 1][v] * scale, o[i + 2][v] * scale, o[i + 3][v] * scale);
+        const float four[4] = {o[i][v] * scale, o[i + 1][v] * scale, o[i + 2][v] * scale,
+                               o[i + 3][v] * scale};
+        store(fp8_pv_dim<HEAD_DIM>(i, 2 * c + e), four);
       }
     }
   }

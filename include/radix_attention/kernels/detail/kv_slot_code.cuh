@@ -25,6 +25,7 @@ struct KvSlotCode {
   int token_mul;
   std::int64_t slot_elems;   ///< elements per slot unit
   std::int64_t head_stride;  ///< elements between kv heads of one token
+  int num_blocks;            ///< block ids are in [0, num_blocks) (checked in bounds-check builds)
 };
 
 /// The int32 slot of token offset `offset` in block `block` (head not included).

@@ -1,7 +1,9 @@
 #pragma once
 /// @file
-/// One work item of the tensor-core radix kernel: up to 64 rows (a chunk's queries x the query
-/// heads of one KV head) attend to the chunk's token range. Each KV tile is loaded once into
+/// The tensor-core decode mainloop: one unit of up to 64 rows (query x query-head pairs of one
+/// KV head: a radix plan's work item, or a paged-decode CTA's sequence) attends to one token
+/// range of one block-table row (kernels/detail/decode_rows.cuh says where rows come from and
+/// where results go). Each KV tile is loaded once into
 /// shared memory (cp.async, multi-stage) and applied to every row: S = Q K^T and O += P V on
 /// m16n8k16 tensor cores, online softmax in base 2, one partial state per row.
 ///
@@ -16,6 +18,7 @@
 
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/kernels/detail/cp_async.cuh"
+#include "radix_attention/kernels/detail/decode_rows.cuh"
 #include "radix_attention/kernels/detail/fp8_mma_fragments.cuh"
 #include "radix_attention/kernels/detail/mma.cuh"
 #include "radix_attention/kernels/detail/radix_tile_loader.cuh"
@@ -24,9 +27,9 @@
 namespace radix_attention::detail {
 
 /// Shared memory of one CTA, carved from the dynamic buffer.
-template <class T, int HEAD_DIM, class TKv = T>
+template <class T, int HEAD_DIM, class TKv = T, class TraitsT = RadixMmaTraits<T, HEAD_DIM, TKv>>
 struct RadixMmaSmem {
-  using Traits = RadixMmaTraits<T, HEAD_DIM, TKv>;
+  using Traits = TraitsT;
   T* q;            ///< [kRows][HEAD_DIM], swizzled
   TKv* kv;         ///< kStages x (K tile, V tile), swizzled (fp8: Fp8FragmentTile)
   int* slots;      ///< kStages x kTile physical slots
@@ -41,61 +44,42 @@ struct RadixMmaSmem {
   __device__ TKv* v_stage(int s) const { return kv + (s * 2 + 1) * Traits::kTileElems; }
 };
 
-/// Where one row of a work item goes: its partial id and query head (or -1 past the tile).
-struct RadixRow {
-  int partial;
-  int q_head;
-};
-
-__device__ __forceinline__ RadixRow radix_row(const RadixPlanView& plan, int query_base,
-                                              int row_begin, int rows, int row, int group_size,
-                                              int kv_head) {
-  if (row >= rows) return {-1, -1};
-  const int r = row_begin + row;
-  const int slot = r / group_size;
-  return {query_base + slot, kv_head * group_size + (r - slot * group_size)};
-}
-
-/// Copies the item's Q rows (zero for rows past `rows`) into shared memory; for an fp8 cache in
-/// the head_dim order of its K fragments (fp8_qk_dim), as 4-byte copies.
-template <class T, int HEAD_DIM, int ROWS, class TKv>
-__device__ __forceinline__ void load_q_tile(T* q_smem, const RadixKernelParams<T, TKv>& p,
-                                            int query_base, int row_begin, int rows, int kv_head,
-                                            int tid) {
+/// Copies the unit's Q rows (zero for rows past its rows) into shared memory; for an fp8 cache
+/// in the head_dim order of its K fragments (fp8_qk_dim), as 4-byte copies.
+template <class T, int HEAD_DIM, int ROWS, class TKv, class Rows>
+__device__ __forceinline__ void load_q_tile(T* q_smem, const T* q, const Rows& unit_rows, int tid) {
   using Traits = RadixMmaTraits<T, HEAD_DIM>;
   constexpr int kChunksPerRow = HEAD_DIM * static_cast<int>(sizeof(T)) / 16;
   for (int e = tid; e < ROWS * kChunksPerRow; e += Traits::kThreads) {
     const int row = e / kChunksPerRow;
     const int chunk = e % kChunksPerRow;
-    const RadixRow rr = radix_row(p.plan, query_base, row_begin, rows, row, p.group_size, kv_head);
-    std::int64_t row_start = 0;
-    if (rr.partial >= 0) {
-      const int query = p.plan.chunk_queries[rr.partial];
-      row_start = static_cast<std::int64_t>(query) * p.q_row_stride +
-                  static_cast<std::int64_t>(rr.q_head) * HEAD_DIM;
-    }
+    const std::int64_t q_row = unit_rows.q_offset(row);
+    const bool valid = q_row >= 0;
+    const std::int64_t row_start = valid ? q_row : 0;
     T* dst = q_smem + swizzled_offset<T, HEAD_DIM>(row, chunk);
     if constexpr (std::is_same_v<TKv, __nv_fp8_e4m3>) {
       // Four pairs of the row in fp8_qk_dim order (pairs stay whole: see fp8_qk_q_chunk).
 #pragma unroll
       for (int t = 0; t < 4; ++t) {
-        cp_async_4_zfill(dst + 2 * t, p.q + row_start + fp8_qk_dim(8 * chunk + 2 * t),
-                         rr.partial >= 0);
+        cp_async_4_zfill(dst + 2 * t, q + row_start + fp8_qk_dim(8 * chunk + 2 * t), valid);
       }
     } else {
-      const std::int64_t src =
-          rr.partial >= 0 ? row_start + chunk * (16 / static_cast<int>(sizeof(T))) : 0;
-      cp_async_16_zfill(dst, p.q + src, rr.partial >= 0);
+      const std::int64_t src = valid ? row_start + chunk * (16 / static_cast<int>(sizeof(T))) : 0;
+      cp_async_16_zfill(dst, q + src, valid);
     }
   }
 }
 
-/// Executes one work item with WARPS_M warps on rows and 4 / WARPS_M warps on tokens.
-template <class T, int HEAD_DIM, int WARPS_M, class TKv>
-__device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& p,
-                                               const RadixMmaSmem<T, HEAD_DIM, TKv>& sm,
-                                               const RadixItem& it, int kv_head) {
-  using Traits = RadixMmaTraits<T, HEAD_DIM, TKv>;
+/// Executes one unit with WARPS_M warps on rows and 4 / WARPS_M warps on tokens. `p` is the
+/// launch's parameter block (RadixKernelParams or PagedDecodeParams: q, the caches, their
+/// addressing, block size, softmax scale and fp8 scales), `unit_rows` a decode_rows.cuh row map.
+template <class T, int HEAD_DIM, int WARPS_M, class TKv, class Params, class Rows, class TraitsT>
+__device__ __forceinline__ void radix_mma_item(const Params& p,
+                                               const RadixMmaSmem<T, HEAD_DIM, TKv, TraitsT>& sm,
+                                               const DecodeSpan& span, const Rows& unit_rows,
+                                               int kv_head) {
+  using Traits = TraitsT;
+  static_assert(WARPS_M * 16 <= Traits::kRows, "the unit's rows must fit the shared Q tile");
   constexpr int kWarpsN = Traits::kWarps / WARPS_M;
   constexpr int kTile = Traits::kTile;
   constexpr int kStages = Traits::kStages;
@@ -113,14 +97,10 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
   const int mi = lane / 8;  // ldmatrix: which 8x8 matrix this lane addresses
   const int mr = lane % 8;  // ... and which row of it
 
-  const int query_base = it.query_base;
-  const int row_begin = it.row_begin;
-  const int rows = it.rows;
-  const int begin = it.begin;
-  const int end = it.end;
+  const int begin = span.begin;
+  const int end = span.end;
   const int num_tiles = (end - begin + kTile - 1) / kTile;
-  const std::int32_t* table_row =
-      p.block_tables + static_cast<std::int64_t>(it.table_row) * p.block_table_stride;
+  const std::int32_t* table_row = span.table_row;
   const std::int64_t token_stride = p.kv.slot_elems;  // elements per slot (load_kv_tile)
   const std::int64_t head_offset = static_cast<std::int64_t>(kv_head) * p.kv.head_stride;
 
@@ -133,7 +113,7 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
     }
   }
   __syncthreads();
-  load_q_tile<T, HEAD_DIM, WARPS_M * 16>(sm.q, p, query_base, row_begin, rows, kv_head, tid);
+  load_q_tile<T, HEAD_DIM, WARPS_M * 16, TKv>(sm.q, p.q, unit_rows, tid);
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < num_tiles) {
@@ -167,6 +147,12 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
   const unsigned kv_addr = smem_addr(sm.kv);
   constexpr unsigned kStageBytes = 2 * Traits::kTileElems * sizeof(T);  // 16-bit stages
 
+  // Block id of tile kStages's token `tid`, its slot stored into the ring at the end of
+  // iteration 0.
+  int next_block =
+      tid < kTile && kStages < num_tiles
+          ? load_table_entry<kTile>(table_row, begin + kStages * kTile, end, p.block_size, tid)
+          : -1;
   unsigned qf[Traits::kQInRegisters ? kKSteps : 1][4];
   auto load_q_frag = [&](unsigned(&a)[4], int d) { ldmatrix_x4(a, q_addr + ((2 * d) ^ q_x) * 16); };
 
@@ -188,13 +174,15 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
                                                            head_offset, token_stride, tid);
     }
     cp_async_commit();
-    // Block-table lookups for tile n + kStages: issued now, stored after this tile's math.
-    int next_slot = -1;
-    if (tid < kTile && n + kStages < num_tiles) {
-      next_slot = resolve_slot<kTile>(table_row, begin + (n + kStages) * kTile, end, p.block_size,
-                                      p.kv, tid);
+    // Block-table reads for tile n + kStages + 1: issued now, their registers first read when
+    // the slots are stored at the end of the next iteration, so two tiles of math cover the
+    // read, at block size 1 a DRAM miss per tile (a one-tile lead cost 3 % at bf16 and
+    // 12-20 % at fp8, whose tiles are shorter).
+    int further_block = -1;
+    if (tid < kTile && n + kStages + 1 < num_tiles) {
+      further_block = load_table_entry<kTile>(table_row, begin + (n + kStages + 1) * kTile, end,
+                                              p.block_size, tid);
     }
-
     const int stage = n % kStages;
     const unsigned k_addr = kv_addr + stage * kStageBytes + k_lane;
     const unsigned v_addr = kv_addr + stage * kStageBytes + kStageBytes / 2 + v_lane;
@@ -309,7 +297,11 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
       }
     }
 
-    if (tid < kTile) sm.slots[((n + kStages) % kStages) * kTile + tid] = next_slot;
+    if (tid < kTile) {
+      sm.slots[((n + kStages) % kStages) * kTile + tid] =
+          table_entry_slot(next_block, begin + (n + kStages) * kTile, end, p.block_size, p.kv, tid);
+    }
+    next_block = further_block;
   }
 
   // fp8: P (v_scale V) = v_scale (P V).
@@ -334,23 +326,23 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
   if constexpr (kWarpsN == 1) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const RadixRow rr = radix_row(p.plan, query_base, row_begin, rows, wm * 16 + g + 8 * i,
-                                    p.group_size, kv_head);
-      if (rr.partial < 0) continue;
-      const std::int64_t row_index =
-          static_cast<std::int64_t>(rr.partial) * p.num_q_heads + rr.q_head;
-      const float inv = 1.f / l[i];
-      float* out = p.partial_out + row_index * HEAD_DIM;
+      const std::int64_t target = unit_rows.target(wm * 16 + g + 8 * i);
+      if (target < 0) continue;
+      // A unit without tokens (an empty context or split) stores zeros and LSE -inf.
+      const bool seen = l[i] > 0.f;
+      const float inv = seen ? 1.f / l[i] : 0.f;
       if constexpr (Traits::kFp8) {
-        store_fp8_pv_row<HEAD_DIM>(out, o, i, lane, inv);
+        store_fp8_pv_row<HEAD_DIM>(o, i, lane, inv, [&](int d, const float(&v)[4]) {
+          unit_rows.template store<4>(target, d, v);
+        });
       } else {
 #pragma unroll
         for (int f = 0; f < kOFrags; ++f) {
-          *reinterpret_cast<float2*>(out + f * 8 + 2 * c) =
-              make_float2(o[f][2 * i] * inv, o[f][2 * i + 1] * inv);
+          const float two[2] = {o[f][2 * i] * inv, o[f][2 * i + 1] * inv};
+          unit_rows.template store<2>(target, f * 8 + 2 * c, two);
         }
       }
-      if (c == 0) p.partial_lse[row_index] = (m[i] + log2f(l[i])) * kLn2;
+      if (c == 0) unit_rows.store_lse(target, seen ? (m[i] + log2f(l[i])) * kLn2 : -INFINITY);
     }
   } else {
     // Token-split warps: park each warp's (m, l, O) in the drained KV stages, then combine.
@@ -363,7 +355,10 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
     for (int i = 0; i < 2; ++i) {
       const int r = g + 8 * i;
       if constexpr (Traits::kFp8) {
-        store_fp8_pv_row<HEAD_DIM>(o_s + (warp * 16 + r) * kStride, o, i, lane, 1.f);
+        float* row_s = o_s + (warp * 16 + r) * kStride;
+        store_fp8_pv_row<HEAD_DIM>(o, i, lane, 1.f, [&](int d, const float(&v)[4]) {
+          store_row_elems<float, 4>(row_s + d, v);
+        });
       } else {
 #pragma unroll
         for (int f = 0; f < kOFrags; ++f) {
@@ -382,8 +377,7 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
     auto* dst_s = reinterpret_cast<long long*>(wt_s + Traits::kWarps * 16);  // [row]
     if (tid < WARPS_M * 16) {
       const int row = tid;
-      const RadixRow rr =
-          radix_row(p.plan, query_base, row_begin, rows, row, p.group_size, kv_head);
+      const std::int64_t target = unit_rows.target(row);
       const int rw = row % 16;
       const int w0 = row / 16;  // warps w0, w0 + WARPS_M, ... hold this row
       float mx = -INFINITY;
@@ -394,17 +388,18 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
 #pragma unroll
       for (int k = 0; k < kWarpsN; ++k) {
         const int w = w0 + k * WARPS_M;
-        wk[k] = exp2f(ml_s[(w * 16 + rw) * 2] - mx);  // 0 for a warp that saw no token
+        // 0 for a warp that saw no token (also when no warp did: mx = -inf).
+        const float mw = ml_s[(w * 16 + rw) * 2];
+        wk[k] = mw == -INFINITY ? 0.f : exp2f(mw - mx);
         sum += ml_s[(w * 16 + rw) * 2 + 1] * wk[k];
       }
+      // A unit without tokens stores zeros and LSE -inf.
 #pragma unroll
-      for (int k = 0; k < kWarpsN; ++k) wt_s[row * kWarpsN + k] = wk[k] / sum;
-      long long dst = -1;
-      if (rr.partial >= 0) {
-        dst = static_cast<long long>(rr.partial) * p.num_q_heads + rr.q_head;
-        p.partial_lse[dst] = (mx + log2f(sum)) * kLn2;
+      for (int k = 0; k < kWarpsN; ++k) wt_s[row * kWarpsN + k] = sum > 0.f ? wk[k] / sum : 0.f;
+      if (target >= 0) {
+        unit_rows.store_lse(target, sum > 0.f ? (mx + log2f(sum)) * kLn2 : -INFINITY);
       }
-      dst_s[row] = dst;
+      dst_s[row] = target;
     }
     __syncthreads();
     constexpr int kVecPerRow = HEAD_DIM / 4;
@@ -426,8 +421,25 @@ __device__ __forceinline__ void radix_mma_item(const RadixKernelParams<T, TKv>& 
         acc.z = fmaf(wk, v.z, acc.z);
         acc.w = fmaf(wk, v.w, acc.w);
       }
-      *reinterpret_cast<float4*>(p.partial_out + dst * HEAD_DIM + d) = acc;
+      const float four[4] = {acc.x, acc.y, acc.z, acc.w};
+      unit_rows.template store<4>(dst, d, four);
     }
+  }
+}
+
+/// Runs a unit of `unit_rows.rows` rows in the warp layout its size calls for (uniform over
+/// the CTA): rows on warps when there are many, tokens on warps when there are few.
+template <class T, int HEAD_DIM, class TKv, class Params, class Rows>
+__device__ __forceinline__ void radix_mma_unit(const Params& p,
+                                               const RadixMmaSmem<T, HEAD_DIM, TKv>& sm,
+                                               const DecodeSpan& span, const Rows& unit_rows,
+                                               int kv_head) {
+  if (unit_rows.rows <= 16) {
+    radix_mma_item<T, HEAD_DIM, 1, TKv>(p, sm, span, unit_rows, kv_head);
+  } else if (unit_rows.rows <= 32) {
+    radix_mma_item<T, HEAD_DIM, 2, TKv>(p, sm, span, unit_rows, kv_head);
+  } else {
+    radix_mma_item<T, HEAD_DIM, 4, TKv>(p, sm, span, unit_rows, kv_head);
   }
 }
 

@@ -1,43 +1,36 @@
 #pragma once
 /// @file
-/// One work item of the CUDA-core radix kernel, for float inputs (full precision; tensor cores
-/// would round the operands). One warp per row: each lane owns HEAD_DIM / 32 dimensions, a
-/// warp reduction forms each score, and the online softmax runs in registers. Rows of one item
-/// re-read the chunk's KV through L1/L2; this path favours exactness over speed.
+/// The CUDA-core decode mainloop, for float inputs (full precision; tensor cores would round
+/// the operands): one unit (a radix work item or a paged-decode CTA's rows, see
+/// decode_rows.cuh) over one token range. One warp per row: each lane owns HEAD_DIM / 32
+/// dimensions, a warp reduction forms each score, and the online softmax runs in registers.
+/// Rows of one unit re-read the range's KV through L1/L2; this path favours exactness over speed.
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "radix_attention/core/dtype.cuh"
+#include "radix_attention/kernels/detail/bounds_check.cuh"
+#include "radix_attention/kernels/detail/decode_rows.cuh"
 #include "radix_attention/kernels/detail/kv_slot_code.cuh"
 #include "radix_attention/kernels/detail/radix_traits.cuh"
 
 namespace radix_attention::detail {
 
-template <class T, int HEAD_DIM>
-__device__ __forceinline__ void radix_simt_item(const RadixKernelParams<T>& p, const RadixItem& it,
-                                                int kv_head) {
+template <class T, int HEAD_DIM, class Params, class Rows>
+__device__ __forceinline__ void radix_simt_item(const Params& p, const DecodeSpan& span,
+                                                const Rows& unit_rows, int kv_head) {
   constexpr int kPerLane = HEAD_DIM / 32;
   static_assert(HEAD_DIM % 32 == 0, "each lane owns HEAD_DIM / 32 dimensions");
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const int query_base = it.query_base;
-  const int begin = it.begin;
-  const int end = it.end;
-  const int row_begin = it.row_begin;
-  const int rows = it.rows;
-  const std::int32_t* table_row =
-      p.block_tables + static_cast<std::int64_t>(it.table_row) * p.block_table_stride;
+  const int begin = span.begin;
+  const int end = span.end;
+  const std::int32_t* table_row = span.table_row;
 
-  for (int row = warp; row < rows; row += RadixSimtTraits::kWarps) {
-    const int r = row_begin + row;
-    const int slot_in_chunk = r / p.group_size;
-    const int partial = query_base + slot_in_chunk;
-    const int q_head = kv_head * p.group_size + (r - slot_in_chunk * p.group_size);
-    const int query = p.plan.chunk_queries[partial];
-    const T* q = p.q + static_cast<std::int64_t>(query) * p.q_row_stride +
-                 static_cast<std::int64_t>(q_head) * HEAD_DIM;
+  for (int row = warp; row < unit_rows.rows; row += RadixSimtTraits::kWarps) {
+    const T* q = p.q + unit_rows.q_offset(row);
     float qv[kPerLane];
     float acc[kPerLane];
 #pragma unroll
@@ -48,8 +41,10 @@ __device__ __forceinline__ void radix_simt_item(const RadixKernelParams<T>& p, c
     float m = -INFINITY;
     float l = 0.f;
     for (int t = begin; t < end; ++t) {
-      const std::int64_t base = kv_slot_offset(
-          p.kv, kv_slot(p.kv, table_row[t / p.block_size], t % p.block_size), kv_head);
+      const int block = table_row[t / p.block_size];
+      RADIX_ATTENTION_DEVICE_CHECK_BOUNDS(block >= 0 && block < p.kv.num_blocks);
+      const std::int64_t base =
+          kv_slot_offset(p.kv, kv_slot(p.kv, block, t % p.block_size), kv_head);
       float dot = 0.f;
 #pragma unroll
       for (int i = 0; i < kPerLane; ++i) {
@@ -68,13 +63,17 @@ __device__ __forceinline__ void radix_simt_item(const RadixKernelParams<T>& p, c
       }
       m = m_new;
     }
-    const std::int64_t row_index = static_cast<std::int64_t>(partial) * p.num_q_heads + q_head;
-    const float inv = 1.f / l;
+    const std::int64_t target = unit_rows.target(row);
+    // A unit without tokens (an empty context or split) stores zeros and LSE -inf.
+    const float inv = l > 0.f ? 1.f / l : 0.f;
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
-      p.partial_out[row_index * HEAD_DIM + lane + 32 * i] = acc[i] * inv;
+      const float one[1] = {acc[i] * inv};
+      unit_rows.template store<1>(target, lane + 32 * i, one);
     }
-    if (lane == 0) p.partial_lse[row_index] = (m + log2f(l)) * 0.6931471805599453f;
+    if (lane == 0) {
+      unit_rows.store_lse(target, l > 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY);
+    }
   }
 }
 

@@ -40,21 +40,27 @@ namespace radix_attention::detail {
 /// An fp8 e4m3 cache (TKv) stages its tiles as fp8 (half the bytes) and the warps build their
 /// K and V MMA operands in registers from the staged bytes
 /// (kernels/detail/fp8_mma_fragments.cuh): a stage is read from shared memory once.
-template <class T, int HEAD_DIM, class TKv = T>
+///
+/// STAGES and Q_ROWS default to the radix kernel's shape; paged decode
+/// (kernels/paged_decode.cuh) runs the same mainloop with a 16-row Q tile.
+template <class T, int HEAD_DIM, class TKv = T,
+          int STAGES = (HEAD_DIM <= 128 || std::is_same_v<TKv, __nv_fp8_e4m3>) ? 3 : 2,
+          int Q_ROWS = kRadixRowsPerTile>
 struct RadixMmaTraits {
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kRows = kRadixRowsPerTile;  // 4 warps x 16 fragment rows
+  static constexpr int kRows = Q_ROWS;  // default: 4 warps x 16 fragment rows
+  static_assert(Q_ROWS % 16 == 0 && Q_ROWS <= kWarps * 16, "Q rows: whole fragments of the warps");
   /// Tokens per KV tile (plan/radix_plan_layout.hpp, shared with the planner's chunk
   /// alignment): 64 keeps K+V of one stage at 32 KB for head_dim 128, big enough for long
   /// 16-byte streams per token row, small enough for 2 CTAs (3 stages each) per SM.
   static constexpr int kTile = kRadixKvTileTokens;
   static constexpr bool kFp8 = std::is_same_v<TKv, __nv_fp8_e4m3>;
   static_assert(kFp8 || std::is_same_v<TKv, T>, "the cache holds T or fp8 e4m3");
-  /// Stages in flight: 3 where shared memory allows 2 CTAs per SM, else 2 (16-bit head_dim
-  /// 256). fp8 stages are half as large: 3 at head_dim 256 still fit one CTA per SM as the
-  /// 16-bit 2 do, and hold the cross-warp merge scratch (68 KB) that 2 would not.
-  static constexpr int kStages = (HEAD_DIM <= 128 || kFp8) ? 3 : 2;
+  /// Stages in flight (default): 3 where shared memory allows 2 CTAs per SM, else 2 (16-bit
+  /// head_dim 256). fp8 stages are half as large: 3 at head_dim 256 still fit one CTA per SM as
+  /// the 16-bit 2 do, and hold the cross-warp merge scratch (68 KB) that 2 would not.
+  static constexpr int kStages = STAGES;
   /// Q fragments stay in registers up to head_dim 128 (32 registers); beyond that the
   /// accumulators need the room and Q is re-read from shared memory with ldmatrix.
   static constexpr bool kQInRegisters = HEAD_DIM <= 128;

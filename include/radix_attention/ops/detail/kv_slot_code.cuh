@@ -24,7 +24,7 @@ KvSlotCode kv_slot_code(const PagedKvCacheView<T>& cache) {
   const std::int64_t token = cache.block_size == 1 ? s.block : s.token;
   if (s.block == token * cache.block_size) {
     // NHD-like: the slot is block * block_size + offset, an int32 for every valid cache.
-    return KvSlotCode{cache.block_size, 1, token, s.head};
+    return KvSlotCode{cache.block_size, 1, token, s.head, cache.num_blocks};
   }
   constexpr std::int64_t kUnit = 16 / static_cast<std::int64_t>(sizeof(T));
   // Terms of an extent 1 never grow (index 0), so their multiplier may be anything: 0.
@@ -38,7 +38,8 @@ KvSlotCode kv_slot_code(const PagedKvCacheView<T>& cache) {
                ") with num_blocks = ", cache.num_blocks, ", block_size = ", cache.block_size,
                ": a layout other than NHD must keep every row within 2^31 16-byte units of "
                "cache.k / cache.v (the decode kernels address it with int32 slots)");
-  return KvSlotCode{static_cast<int>(block_mul), static_cast<int>(token_mul), kUnit, s.head};
+  return KvSlotCode{static_cast<int>(block_mul), static_cast<int>(token_mul), kUnit, s.head,
+                    cache.num_blocks};
 }
 
 }  // namespace radix_attention::detail
