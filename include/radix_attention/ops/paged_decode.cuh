@@ -158,11 +158,9 @@ void validate_paged_decode_shapes(int num_q_heads, const PagedKvCacheView<T>& ca
 
 /// Split-KV plan. Splits only when there are fewer work items than SMs, then into as few
 /// splits as leave no SM without an item: ceil(SMs / items), each at least kMinSplitTokens
-/// long. Measured on an NVIDIA H200 (132 SMs, bf16, 32 q / 8 kv heads, block 16): 16 x 16384
-/// (128 items) 336 us unsplit, 260 us in 2 splits, 308 in 3 (a ragged second wave), 262 in 4;
-/// 64 x 4096 (512 items) 259 us unsplit and slower with every split (266 in 2); 128 x 1024
-/// 143 us unsplit, 158 in 2: once every SM has an item, each split only adds partial-state
-/// traffic and a merge.
+/// long. Once every SM has an item, each split only adds partial-state traffic and a merge
+/// (bench/RESULTS.md, paged_decode, "Split-KV count on the H200": 16 x 16384 takes 23 % less
+/// time in 2 splits than unsplit, 64 x 4096 and 128 x 1024 are slower with every split).
 template <class T>
 int plan_num_splits(int num_q_heads, const PagedKvCacheView<T>& cache, const BlockTableView& tables,
                     const PagedDecodeOptions& options) {

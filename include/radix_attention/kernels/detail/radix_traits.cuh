@@ -16,26 +16,11 @@ namespace radix_attention::detail {
 /// Tensor-core (16-bit) radix kernel: one CTA = 4 warps computes up to 64 rows (queries x
 /// query heads of one KV head) over one chunk; each KV tile is loaded once per CTA.
 ///
-/// The kernel is latency-bound on shared chunks and on short private segments (H100, Nsight
-/// Compute on the 3-CTA-per-SM variant below: 64 x 4096 shared prefix 0.38 warp instructions
-/// issued per scheduler per cycle, ~2 active warps per scheduler, DRAM 15 % busy; 64 x 128
-/// private tokens 1.45 TB/s; the earlier profile of this shape: 8 warps per SM, issue slots
-/// 31 % / 17 % busy).
-/// Alternatives measured (bf16, head_dim 128, 32 q / 8 kv heads; 64 x (4096 + 128),
-/// 256 x (2048 + 64), 32 x (16384 + 512), each at its best chunk length; this shape:
-/// 54.4 / 87.7 / 88.1 us):
-/// - 32-token tiles, 2 stages, <= 168 registers, 3 CTAs per SM for every item: 49.7 / 95.9 /
-///   79.1 us, but long private segments slowed down (64 private contexts of 4266 tokens:
-///   292 us instead of 186 us; no-sharing 64 x 4096 with one chunk per sequence +19 % over
-///   paged decode): half of the warps compute empty rows and 16 KB per CTA is in flight.
-/// - the same with 3 stages: within 2 % of it, long private segments as slow (296 us);
-///   4 CTAs per SM (128 registers): spills, slower;
-///   Q kept in registers at 168 registers: spills, 3-16 % slower.
-/// - two instances launched back to back (wide items in the 3-CTA shape, private items in
-///   this one or a 2-stage one; overlapped by programmatic dependent launch): no-sharing
-///   restored (373 us vs 371 us for paged decode) but 56.4 / 92.4 / 90.9 us.
-/// - one kernel holding both shapes (68.5 KB of shared memory, 3 CTAs per SM): spills at 168
-///   registers; 51.4 / 103 / 86.5 us and 247 us on the long private case.
+/// The kernel is latency-bound on shared chunks and on short private segments (about 2 active
+/// warps per scheduler). 32-token tiles at 3 CTAs per SM, two instances launched back to back
+/// and one kernel holding both shapes were each faster on some shared-prefix batches and slower
+/// on long private segments; this shape keeps paged decode's speed on those (bench/RESULTS.md,
+/// radix_decode, "Re-run with the current code and the layouts tried since").
 ///
 /// An fp8 e4m3 cache (TKv) stages its tiles as fp8 (half the bytes) and the warps build their
 /// K and V MMA operands in registers from the staged bytes
