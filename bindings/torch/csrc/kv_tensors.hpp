@@ -1,10 +1,12 @@
 #pragma once
 /// @file
-/// Tensor-side helpers shared by the prefill and cache-writer bindings: the element-type map and
-/// the checks that turn a pair of (possibly strided) 4-D cache tensors into KvCacheArgs.
+/// Tensor-side helpers shared by the attention and cache-writer bindings: the element-type map,
+/// the checks that turn a pair of (possibly strided) 4-D cache tensors into KvCacheArgs, and the
+/// query / output checks every attention op makes.
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -109,6 +111,60 @@ inline std::int64_t dense_head_rows(const ArgChecker& c, const char* name, const
                  "least size(1) * size(2) apart (a row slice of a fused tensor is fine)");
   }
   return t.size(0) > 1 ? t.stride(0) : 0;
+}
+
+/// Checks an attention op's query (float / half / bf16 rows [rows, num_q_heads, head_dim] with
+/// dense heads, `layout` naming the shape) and the caches it reads (its dtype and head_dim, a
+/// kv-head count that divides num_q_heads); returns the caches' KvCacheArgs and sets
+/// q_row_stride (dense_head_rows).
+inline KvCacheArgs check_query_and_caches(const ArgChecker& c, const at::Tensor& query,
+                                          const at::Tensor& key_cache,
+                                          const at::Tensor& value_cache, const char* layout,
+                                          std::int64_t& q_row_stride) {
+  c.cuda("query", query);
+  c.dtype_in("query", query, {at::kFloat, at::kHalf, at::kBFloat16});
+  q_row_stride = dense_head_rows(c, "query", query, layout);
+  const KvCacheArgs cache = kv_cache_args(c, key_cache, value_cache, query, "query");
+  c.same_dtype("key_cache", key_cache, query, "query");
+  c.size("key_cache", key_cache, 3, query.size(2), "(head_dim of query)");
+  const std::int64_t num_kv_heads = key_cache.size(2);
+  if (num_kv_heads < 1 || query.size(1) % num_kv_heads != 0) {
+    c.fail_value("key_cache", key_cache,
+                 "size(2) (num_kv_heads) must be >= 1 and divide query.size(1) = " +
+                     std::to_string(query.size(1)) + " (num_q_heads)");
+  }
+  return cache;
+}
+
+/// Checks the optional outputs of an attention op over `query`'s rows: `out` (query's dtype and
+/// shape, dense heads; allocated like query when absent), `lse` (float [rows, num_q_heads],
+/// contiguous; `lse_shape` names it) and `scale` (finite, > 0). Returns out's row stride.
+inline std::int64_t check_attention_outputs(const ArgChecker& c, const at::Tensor& query,
+                                            std::optional<at::Tensor>& out,
+                                            const std::optional<at::Tensor>& lse,
+                                            std::optional<double> scale, const char* layout,
+                                            const char* lse_shape) {
+  std::int64_t out_row_stride = 0;
+  if (out.has_value()) {
+    c.cuda("out", *out, query);
+    c.same_dtype("out", *out, query, "query");
+    c.shape("out", *out, query.sizes().vec(), "(the shape of query)");
+    out_row_stride = dense_head_rows(c, "out", *out, layout);
+  } else {
+    out = at::empty(query.sizes(), query.options());
+  }
+  if (lse.has_value()) {
+    c.cuda("lse", *lse, query);
+    c.dtype("lse", *lse, at::kFloat);
+    c.shape("lse", *lse, {query.size(0), query.size(1)}, lse_shape);
+    c.contiguous("lse", *lse);
+  }
+  if (scale.has_value()) {
+    c.expect(std::isfinite(*scale) && *scale > 0,
+             "scale = " + std::to_string(*scale) +
+                 ": must be finite and > 0 (omit it for 1 / sqrt(head_dim))");
+  }
+  return out_row_stride;
 }
 
 /// An optional host-known bound (max_context_len): -1 when absent, else in [0, 2^31).

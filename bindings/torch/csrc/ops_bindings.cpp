@@ -31,40 +31,11 @@ DecodeArgs check_decode_common(const ArgChecker& c, const at::Tensor& query,
                                const at::Tensor& key_cache, const at::Tensor& value_cache,
                                std::optional<at::Tensor>& out, const std::optional<at::Tensor>& lse,
                                std::optional<double> scale) {
-  c.cuda("query", query);
-  c.dtype_in("query", query, {at::kFloat, at::kHalf, at::kBFloat16});
-  const std::int64_t q_row_stride =
-      dense_head_rows(c, "query", query, "[num_seqs, num_q_heads, head_dim]");
-  const KvCacheArgs cache = kv_cache_args(c, key_cache, value_cache, query, "query");
-  c.same_dtype("key_cache", key_cache, query, "query");
-  c.size("key_cache", key_cache, 3, query.size(2), "(head_dim of query)");
-  const std::int64_t num_kv_heads = key_cache.size(2);
-  if (num_kv_heads < 1 || query.size(1) % num_kv_heads != 0) {
-    c.fail_value("key_cache", key_cache,
-                 "size(2) (num_kv_heads) must be >= 1 and divide query.size(1) = " +
-                     std::to_string(query.size(1)) + " (num_q_heads)");
-  }
-
-  std::int64_t out_row_stride = 0;
-  if (out.has_value()) {
-    c.cuda("out", *out, query);
-    c.same_dtype("out", *out, query, "query");
-    c.shape("out", *out, query.sizes().vec(), "(the shape of query)");
-    out_row_stride = dense_head_rows(c, "out", *out, "[num_seqs, num_q_heads, head_dim]");
-  } else {
-    out = at::empty(query.sizes(), query.options());
-  }
-  if (lse.has_value()) {
-    c.cuda("lse", *lse, query);
-    c.dtype("lse", *lse, at::kFloat);
-    c.shape("lse", *lse, {query.size(0), query.size(1)}, "([num_seqs, num_q_heads])");
-    c.contiguous("lse", *lse);
-  }
-  if (scale.has_value()) {
-    c.expect(std::isfinite(*scale) && *scale > 0,
-             "scale = " + std::to_string(*scale) +
-                 ": must be finite and > 0 (omit it for 1 / sqrt(head_dim))");
-  }
+  std::int64_t q_row_stride = 0;
+  const KvCacheArgs cache = check_query_and_caches(
+      c, query, key_cache, value_cache, "[num_seqs, num_q_heads, head_dim]", q_row_stride);
+  const std::int64_t out_row_stride = check_attention_outputs(
+      c, query, out, lse, scale, "[num_seqs, num_q_heads, head_dim]", "([num_seqs, num_q_heads])");
 
   DecodeArgs a;
   a.dtype = to_dtype(query.scalar_type());

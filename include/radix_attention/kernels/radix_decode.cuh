@@ -38,6 +38,24 @@ __device__ __forceinline__ void radix_item_unit(const RadixKernelParams<T, TKv>&
                               kv_head, p.num_q_heads, p.q_row_stride, p.partial_out, p.partial_lse};
 }
 
+/// Runs `unit(span, rows, kv_head)` on each (work item, kv head) unit of this CTA: one unit per
+/// CTA, or, with a fixed grid, every gridDim.x-th unit of the count in the plan's header.
+template <int HEAD_DIM, class T, class TKv, class UnitFn>
+__device__ __forceinline__ void for_each_radix_unit(const RadixKernelParams<T, TKv>& p,
+                                                    UnitFn&& unit) {
+  const int total =
+      p.total_work >= 0 ? p.total_work : p.plan.header[kHeaderNumItems] * p.num_kv_heads;
+  for (int w = blockIdx.x; w < total; w += gridDim.x) {
+    const int item = w / p.num_kv_heads;
+    const int kv_head = w - item * p.num_kv_heads;
+    const RadixItem it = load_radix_item(p.plan.items + item);
+    DecodeSpan span;
+    RadixItemRows<HEAD_DIM> rows;
+    radix_item_unit(p, it, kv_head, span, rows);
+    unit(span, rows, kv_head);
+  }
+}
+
 }  // namespace detail
 
 /**
@@ -52,17 +70,9 @@ __global__ void __launch_bounds__(detail::RadixMmaTraits<T, HEAD_DIM, TKv>::kThr
   extern __shared__ __align__(16) unsigned char radix_smem[];
   const detail::RadixMmaSmem<T, HEAD_DIM, TKv> sm(radix_smem);
   detail::allow_dependent_launch();  // the merge may take the SMs this grid leaves free
-  const int total =
-      p.total_work >= 0 ? p.total_work : p.plan.header[detail::kHeaderNumItems] * p.num_kv_heads;
-  for (int w = blockIdx.x; w < total; w += gridDim.x) {
-    const int item = w / p.num_kv_heads;
-    const int kv_head = w - item * p.num_kv_heads;
-    const RadixItem it = detail::load_radix_item(p.plan.items + item);
-    detail::DecodeSpan span;
-    detail::RadixItemRows<HEAD_DIM> rows;
-    detail::radix_item_unit(p, it, kv_head, span, rows);
+  detail::for_each_radix_unit<HEAD_DIM>(p, [&](const auto& span, const auto& rows, int kv_head) {
     detail::radix_mma_unit<T, HEAD_DIM, TKv>(p, sm, span, rows, kv_head);
-  }
+  });
 }
 
 /**
@@ -73,17 +83,9 @@ template <class T, int HEAD_DIM>
 __global__ void __launch_bounds__(detail::RadixSimtTraits::kThreads)
     radix_decode_simt_kernel(const detail::RadixKernelParams<T> p) {
   detail::allow_dependent_launch();  // the merge may take the SMs this grid leaves free
-  const int total =
-      p.total_work >= 0 ? p.total_work : p.plan.header[detail::kHeaderNumItems] * p.num_kv_heads;
-  for (int w = blockIdx.x; w < total; w += gridDim.x) {
-    const int item = w / p.num_kv_heads;
-    const int kv_head = w - item * p.num_kv_heads;
-    const RadixItem it = detail::load_radix_item(p.plan.items + item);
-    detail::DecodeSpan span;
-    detail::RadixItemRows<HEAD_DIM> rows;
-    detail::radix_item_unit(p, it, kv_head, span, rows);
+  detail::for_each_radix_unit<HEAD_DIM>(p, [&](const auto& span, const auto& rows, int kv_head) {
     detail::radix_simt_item<T, HEAD_DIM>(p, span, rows, kv_head);
-  }
+  });
 }
 
 }  // namespace radix_attention
