@@ -84,8 +84,12 @@ struct PagedDecodeKernelInfo {
   void (*kernel)(PagedDecodeParams<T, TKv>);
   int threads;
   int smem_bytes;
-  int rows_per_cta;
 };
+
+/// CTAs along one GQA group: each takes kPagedDecodeRowsPerCta of its query heads.
+inline int paged_decode_head_chunks(int group_size) {
+  return (group_size + kPagedDecodeRowsPerCta - 1) / kPagedDecodeRowsPerCta;
+}
 
 /// THE dispatch point: (T, TKv, head_dim) -> kernel instance. Instantiated combinations:
 /// {__half, __nv_bfloat16} x {64, 128, 256} on tensor cores, {float} x {64, 128, 256} on CUDA
@@ -98,11 +102,9 @@ PagedDecodeKernelInfo<T, TKv> select_paged_decode_kernel(int head_dim) {
     constexpr int D = decltype(d)::value;
     if constexpr (DTypeTraits<T>::is_16bit) {
       using Tr = PagedDecodeMmaTraits<T, D, TKv>;
-      return {&paged_decode_mma_kernel<T, D, TKv>, Tr::kThreads, static_cast<int>(Tr::kSmemBytes),
-              kPagedDecodeRowsPerCta};
+      return {&paged_decode_mma_kernel<T, D, TKv>, Tr::kThreads, static_cast<int>(Tr::kSmemBytes)};
     } else {
-      return {&paged_decode_simt_kernel<T, D>, RadixSimtTraits::kThreads, 0,
-              kPagedDecodeRowsPerCta};
+      return {&paged_decode_simt_kernel<T, D>, RadixSimtTraits::kThreads, 0};
     }
   };
   return dispatch_head_dim(head_dim, make);
@@ -167,11 +169,9 @@ int plan_num_splits(int num_q_heads, const PagedKvCacheView<T>& cache, const Blo
   if (options.num_splits > 0) return options.num_splits;
   if (options.deterministic) return kBatchInvariantDecodeSplits;
   if (tables.num_seqs == 0) return 1;
-  const int rows_per_cta = kPagedDecodeRowsPerCta;
   const long long sms = options.num_sms > 0 ? options.num_sms : device_sm_count(current_device());
-  const int group = num_q_heads / cache.num_kv_heads;
   const long long items = static_cast<long long>(tables.num_seqs) * cache.num_kv_heads *
-                          ((group + rows_per_cta - 1) / rows_per_cta);
+                          paged_decode_head_chunks(num_q_heads / cache.num_kv_heads);
   if (items >= sms) return 1;
   const long long max_ctx =
       tables.max_context_len >= 0
@@ -304,13 +304,12 @@ void paged_decode(const T* q, int num_q_heads, const PagedKvCacheView<TKv>& cach
   p.q_row_stride = options.q_row_stride != 0 ? options.q_row_stride : row_elems;
   p.out_row_stride = options.out_row_stride != 0 ? options.out_row_stride : row_elems;
   p.kv = detail::kv_slot_code(cache);
-  p.num_blocks = cache.num_blocks;
   p.block_size = cache.block_size;
   p.max_blocks_per_seq = tables.max_blocks_per_seq;
   p.num_q_heads = num_q_heads;
   p.num_kv_heads = cache.num_kv_heads;
   p.group_size = num_q_heads / cache.num_kv_heads;
-  p.head_chunks = (p.group_size + info.rows_per_cta - 1) / info.rows_per_cta;
+  p.head_chunks = detail::paged_decode_head_chunks(p.group_size);
   p.num_splits = splits;
   const float scale = options.scale != 0.f ? options.scale : 1.f / std::sqrt(float(cache.head_dim));
   p.scale_log2 = scale * 1.4426950408889634f;

@@ -14,6 +14,7 @@
 /// zeros and an LSE of -inf, which merge_states weighs as nothing.
 
 #include <cstdint>
+#include <type_traits>
 
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/plan/radix_plan_layout.hpp"

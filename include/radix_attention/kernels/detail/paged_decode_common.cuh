@@ -30,7 +30,6 @@ struct PagedDecodeParams {
   std::int64_t q_row_stride;    ///< elements between rows of q
   std::int64_t out_row_stride;  ///< elements between rows of out
   detail::KvSlotCode kv;        ///< K/V row addressing (kernels/detail/kv_slot_code.cuh)
-  int num_blocks;
   int block_size;
   int max_blocks_per_seq;
   int num_q_heads;
