@@ -121,6 +121,23 @@ def _reference_attention(query, cache, layer_idx, kwargs, scaling, with_sdpa=Fal
     return out, cu_q[-1]
 
 
+def _generate_long_shared(attention, name, dtype, block_size):
+    """The per-call tests' workload with `attention` registered as `name`: 6 requests sharing a
+    600-token prompt (chunked prefill with cached prefixes, shared blocks, mixed steps), 6 new
+    tokens each, on llama(seed=5) in `dtype`."""
+    transformers.AttentionInterface.register(name, attention)
+    model = llama(seed=5).to("cuda", dtype).eval()
+    model.set_attn_implementation(name)
+    inputs = prompts(6, 600, 90, seed=6)
+    gen = transformers.GenerationConfig(max_new_tokens=6, do_sample=False, eos_token_id=-1,
+                                        pad_token_id=0)
+    cb = transformers.ContinuousBatchingConfig(
+        block_size=block_size, num_blocks=4096 // block_size + 8, max_batch_tokens=256,
+        allow_block_sharing=True)
+    results = model.generate_batch(inputs, generation_config=gen, continuous_batching_config=cb)
+    assert not [r.error for r in results.values() if r.error is not None]
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.bfloat16, 2e-2)],
                          ids=["float32", "bfloat16"])
 @pytest.mark.parametrize("block_size", [16, 256])
@@ -142,17 +159,7 @@ def test_every_attention_call_matches_reference(dtype, tol, block_size):
         worst.append(float(err))
         return out, None
 
-    transformers.AttentionInterface.register("paged|radix_attention_checked", checked)
-    model = llama(seed=5).to("cuda", dtype).eval()
-    model.set_attn_implementation("paged|radix_attention_checked")
-    inputs = prompts(6, 600, 90, seed=6)
-    gen = transformers.GenerationConfig(max_new_tokens=6, do_sample=False, eos_token_id=-1,
-                                        pad_token_id=0)
-    cb = transformers.ContinuousBatchingConfig(
-        block_size=block_size, num_blocks=4096 // block_size + 8, max_batch_tokens=256,
-        allow_block_sharing=True)
-    results = model.generate_batch(inputs, generation_config=gen, continuous_batching_config=cb)
-    assert not [r.error for r in results.values() if r.error is not None]
+    _generate_long_shared(checked, "paged|radix_attention_checked", dtype, block_size)
     assert worst, "the backend was never called"
     assert max(worst) < tol, f"worst relative error {max(worst):.3g} over {len(worst)} calls"
 
@@ -177,16 +184,7 @@ def test_bf16_attention_calls_as_accurate_as_sdpa():
         theirs.append(float((sdpa[:rows].double() - ref).norm() / norm))
         return out, None
 
-    transformers.AttentionInterface.register("paged|radix_attention_vs_sdpa", checked)
-    model = llama(seed=5).to("cuda", torch.bfloat16).eval()
-    model.set_attn_implementation("paged|radix_attention_vs_sdpa")
-    inputs = prompts(6, 600, 90, seed=6)
-    gen = transformers.GenerationConfig(max_new_tokens=6, do_sample=False, eos_token_id=-1,
-                                        pad_token_id=0)
-    cb = transformers.ContinuousBatchingConfig(block_size=16, num_blocks=264, max_batch_tokens=256,
-                                               allow_block_sharing=True)
-    results = model.generate_batch(inputs, generation_config=gen, continuous_batching_config=cb)
-    assert not [r.error for r in results.values() if r.error is not None]
+    _generate_long_shared(checked, "paged|radix_attention_vs_sdpa", torch.bfloat16, 16)
     assert ours, "the backend was never called"
     mean_ours, mean_theirs = sum(ours) / len(ours), sum(theirs) / len(theirs)
     print(f"bf16 attention calls vs float64, relative L2: radix mean {mean_ours:.5f} max "
