@@ -16,20 +16,22 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 VOCAB = 1000
 
 
-def llama(seed=0):
+def llama(seed=0, initializer_range=0.1):
+    # The default initializer_range is 0.02; 0.1 gives decisive greedy margins (float32 token
+    # equality is then a sharp test).
     cfg = transformers.LlamaConfig(
         vocab_size=VOCAB, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
         num_attention_heads=8, num_key_value_heads=2, head_dim=64, max_position_embeddings=2048,
-        initializer_range=0.1)  # wider than the default 0.02: decisive greedy margins
+        initializer_range=initializer_range)
     torch.manual_seed(seed)
     return transformers.LlamaForCausalLM(cfg)
 
 
-def qwen_like(seed=0):
+def qwen_like(seed=0, initializer_range=0.05):
     cfg = transformers.Qwen2Config(
         vocab_size=VOCAB, hidden_size=28 * 64, intermediate_size=512, num_hidden_layers=2,
         num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=2048,
-        initializer_range=0.05)
+        initializer_range=initializer_range)
     torch.manual_seed(seed)
     return transformers.Qwen2ForCausalLM(cfg)
 
@@ -210,14 +212,28 @@ class _LogitsRecorder:
         return torch.cat(self.rows)
 
 
-def test_bf16_teacher_forced_logits_match_paged_sdpa():
+# (model factory, bound on every step's relative difference to paged|sdpa or None): the
+# models as transformers initialises them (initializer_range 0.02), and the wide-init Llama of
+# the float32 tests, whose own bf16 rounding is about 4 % from float32 and amplifies the two
+# backends' rounding differences (a stress case: bounded on average, and against float32).
+BF16_LOGIT_MODELS = {
+    "llama-default-init": (lambda: llama(seed=7, initializer_range=0.02), 1e-2),
+    "qwen-like-default-init": (lambda: qwen_like(seed=7, initializer_range=0.02), 1e-2),
+    "llama-wide-init": (lambda: llama(seed=7), None),
+}
+
+
+@pytest.mark.parametrize("model_name", list(BF16_LOGIT_MODELS))
+def test_bf16_teacher_forced_logits_match_paged_sdpa(model_name):
     # bf16 greedy tokens may legitimately differ (rounding flips near-ties), so the logits are
     # compared under teacher forcing: paged|sdpa generates the continuations, then every prefix
     # prompt + continuation[:j] becomes a request of one new token, run through both backends
-    # with the same scheduling (it depends on lengths and shared prefixes only). The steps'
-    # logits must agree within 1e-2 relative on average (L2 over the vocabulary), and against
-    # the same model in float32 (paged|sdpa) the backend must be as close as paged|sdpa in bf16.
-    model = llama(seed=7).to("cuda", torch.bfloat16).eval()
+    # with the same scheduling (it depends on lengths and shared prefixes only). Each step's
+    # logits (L2 over the vocabulary) must be within the model's bound of paged|sdpa's, and
+    # against the same model in float32 (paged|sdpa) the backend must be as close as paged|sdpa
+    # in bf16.
+    make_model, every_step_bound = BF16_LOGIT_MODELS[model_name]
+    model = make_model().to("cuda", torch.bfloat16).eval()
     base = prompts(4, 120, 40, seed=8)
     steps = 10
     continuations = generate(model, "paged|sdpa", base, sharing=True, new_tokens=steps)
@@ -233,22 +249,25 @@ def test_bf16_teacher_forced_logits_match_paged_sdpa():
 
     expected = logits(model, "paged|sdpa")
     got = logits(model, rat.IMPLEMENTATION)
-    exact = logits(llama(seed=7).to("cuda", torch.float32).eval(), "paged|sdpa")
+    exact = logits(make_model().to("cuda", torch.float32).eval(), "paged|sdpa")
     assert got.shape == expected.shape == exact.shape and got.shape[0] >= len(forced)
 
     def rel(a, b):
         return (a - b).norm(dim=1) / b.norm(dim=1)
 
     vs_sdpa, ours, theirs = rel(got, expected), rel(got, exact), rel(expected, exact)
-    print(f"bf16 logits, relative L2 per step: radix vs sdpa max {float(vs_sdpa.max()):.4f} "
-          f"mean {float(vs_sdpa.mean()):.4f}; vs float32: radix mean {float(ours.mean()):.4f} "
-          f"max {float(ours.max()):.4f}, sdpa mean {float(theirs.mean()):.4f} "
-          f"max {float(theirs.max()):.4f}")
-    # Two bf16 backends round differently, and the model's own bf16 rounding (about 4 % from
-    # float32 here, equally for both) amplifies that: on an NVIDIA H200 the mean step differs by
-    # 0.9 % and the worst by 1.3 %. The accuracy criterion proper is the last assertion.
-    assert float(vs_sdpa.mean()) < 1e-2, f"mean step relative error {float(vs_sdpa.mean()):.3g}"
-    assert float(vs_sdpa.max()) < 2e-2, f"worst step relative error {float(vs_sdpa.max()):.3g}"
+    print(f"{model_name} bf16 logits, relative L2 per step ({got.shape[0]} steps): radix vs "
+          f"sdpa max {float(vs_sdpa.max()):.4f} mean {float(vs_sdpa.mean()):.4f}; vs float32: "
+          f"radix mean {float(ours.mean()):.4f} max {float(ours.max()):.4f}, sdpa mean "
+          f"{float(theirs.mean()):.4f} max {float(theirs.max()):.4f}")
+    if every_step_bound is not None:
+        assert float(vs_sdpa.max()) < every_step_bound, (
+            f"worst step relative error {float(vs_sdpa.max()):.3g}")
+    else:
+        # On an NVIDIA H200 the wide-init model's mean step differs by 0.9 % and the worst by
+        # 1.3 %, both backends 3.8 % from float32.
+        assert float(vs_sdpa.mean()) < 1e-2, f"mean step relative error {float(vs_sdpa.mean()):.3g}"
+        assert float(vs_sdpa.max()) < 2e-2, f"worst step relative error {float(vs_sdpa.max()):.3g}"
     assert float(ours.mean()) <= 1.05 * float(theirs.mean()) + 1e-4
     assert float(ours.max()) <= 1.25 * float(theirs.max()) + 1e-4
 

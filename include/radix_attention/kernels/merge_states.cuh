@@ -24,6 +24,7 @@
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/kernels/detail/bounds_check.cuh"
 #include "radix_attention/kernels/detail/pdl.cuh"
+#include "radix_attention/kernels/detail/row_results.cuh"
 
 namespace radix_attention {
 
@@ -71,21 +72,6 @@ __device__ __forceinline__ MergeVec<VEC> load_merge_vec(const float* src) {
     for (int i = 0; i < VEC; ++i) r.v[i] = src[i];
   }
   return r;
-}
-
-template <class T, int VEC>
-__device__ __forceinline__ void store_merge_vec(T* dst, const float (&v)[VEC]) {
-  if constexpr (VEC == 4 && DTypeTraits<T>::is_16bit) {
-    uint2 x;
-    x.x = DTypeTraits<T>::pack2(v[0], v[1]);
-    x.y = DTypeTraits<T>::pack2(v[2], v[3]);
-    *reinterpret_cast<uint2*>(dst) = x;
-  } else if constexpr (VEC == 4) {
-    *reinterpret_cast<float4*>(dst) = make_float4(v[0], v[1], v[2], v[3]);
-  } else {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) dst[i] = DTypeTraits<T>::from_float(v[i]);
-  }
 }
 
 }  // namespace detail
@@ -166,7 +152,7 @@ __global__ void __launch_bounds__(detail::kMergeThreads)
   const float inv = sum > 0.f ? 1.f / sum : 0.f;
 #pragma unroll
   for (int i = 0; i < VEC; ++i) acc[i] *= inv;
-  detail::store_merge_vec<T, VEC>(p.out + static_cast<long long>(query) * p.out_row_stride +
+  detail::store_row_elems<T, VEC>(p.out + static_cast<long long>(query) * p.out_row_stride +
                                       static_cast<long long>(head) * p.head_dim + d0,
                                   acc);
   if (p.lse_out != nullptr && d0 == 0) p.lse_out[row] = sum > 0.f ? m + logf(sum) : -INFINITY;

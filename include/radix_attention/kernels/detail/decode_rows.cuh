@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "radix_attention/core/dtype.cuh"
+#include "radix_attention/kernels/detail/row_results.cuh"
 #include "radix_attention/plan/radix_plan_layout.hpp"
 
 namespace radix_attention::detail {
@@ -41,29 +42,6 @@ __device__ __forceinline__ RadixRow radix_row(const RadixPlanView& plan, int que
   const int r = row_begin + row;
   const int slot = r / group_size;
   return {query_base + slot, kv_head * group_size + (r - slot * group_size)};
-}
-
-/// Stores N consecutive floats as N consecutive elements of U (float or a 16-bit type).
-template <class U, int N>
-__device__ __forceinline__ void store_row_elems(U* dst, const float (&v)[N]) {
-  if constexpr (std::is_same_v<U, float>) {
-    if constexpr (N == 4) {
-      *reinterpret_cast<float4*>(dst) = make_float4(v[0], v[1], v[2], v[3]);
-    } else if constexpr (N == 2) {
-      *reinterpret_cast<float2*>(dst) = make_float2(v[0], v[1]);
-    } else {
-      *dst = v[0];
-    }
-  } else {
-    if constexpr (N == 4) {
-      *reinterpret_cast<uint2*>(dst) =
-          make_uint2(DTypeTraits<U>::pack2(v[0], v[1]), DTypeTraits<U>::pack2(v[2], v[3]));
-    } else if constexpr (N == 2) {
-      *reinterpret_cast<unsigned*>(dst) = DTypeTraits<U>::pack2(v[0], v[1]);
-    } else {
-      *dst = DTypeTraits<U>::from_float(v[0]);
-    }
-  }
 }
 
 /// The rows of a radix plan's work item: row r is row row_begin + r of its chunk (the chunk's

@@ -15,7 +15,11 @@
 /// u = 16 / sizeof(T); the launchers check that their slots fit in int32 (a cache of at most
 /// 2^31 16-byte units, 32 GiB, from each of cache.k and cache.v).
 
+#include <cuda_runtime.h>
+
 #include <cstdint>
+
+#include "radix_attention/kernels/detail/bounds_check.cuh"
 
 namespace radix_attention::detail {
 
@@ -38,6 +42,24 @@ __host__ __device__ __forceinline__ long long kv_slot_offset(const KvSlotCode& c
                                                              int kv_head) {
   return static_cast<long long>(slot) * code.slot_elems +
          static_cast<long long>(kv_head) * code.head_stride;
+}
+
+/// Block id of token `token` of block-table row `table_row` (one int32 load), -1 at or past
+/// `end`. Kept apart from table_entry_slot so that a lookahead can issue the load and leave its
+/// register unread until the slot is stored: using it at once would stall the warp for the whole
+/// table read, a DRAM miss per tile at block size 1.
+__device__ __forceinline__ int load_table_entry(const std::int32_t* __restrict__ table_row,
+                                                int token, int end, int block_size) {
+  return token < end ? __ldg(table_row + token / block_size) : -1;
+}
+
+/// Slot (kv_slot) of token `token` from its block id `block` (load_table_entry); -1 at or past
+/// `end`. Bounds-check builds trap on a block id outside [0, code.num_blocks).
+__device__ __forceinline__ int table_entry_slot(int block, int token, int end, int block_size,
+                                                const KvSlotCode& code) {
+  if (token >= end) return -1;
+  RADIX_ATTENTION_DEVICE_CHECK_BOUNDS(block >= 0 && block < code.num_blocks);
+  return kv_slot(code, block, token % block_size);
 }
 
 }  // namespace radix_attention::detail

@@ -15,6 +15,7 @@
 
 #include "radix_attention/core/dtype.cuh"
 #include "radix_attention/kernels/detail/mma.cuh"
+#include "radix_attention/kernels/detail/row_results.cuh"
 
 namespace radix_attention::detail {
 
@@ -204,10 +205,7 @@ struct WarpSoftmax {
   }
 
   /// Natural-log LSE of row i (after finish); -inf for a row that saw no key.
-  __device__ __forceinline__ float lse(int i) const {
-    constexpr float kLn2 = 0.6931471805599453f;
-    return l[i] > 0.f ? (m[i] + log2f(l[i])) * kLn2 : -INFINITY;
-  }
+  __device__ __forceinline__ float lse(int i) const { return natural_lse(m[i], l[i]); }
   /// 1 / row sum (after finish); 0 for a row that saw no key, so its output is 0.
   __device__ __forceinline__ float inv_sum(int i) const { return l[i] > 0.f ? 1.f / l[i] : 0.f; }
 };

@@ -11,6 +11,7 @@
 
 #include "radix_attention/kernels/detail/paged_tile_loader.cuh"
 #include "radix_attention/kernels/detail/prefill_params.cuh"
+#include "radix_attention/kernels/detail/row_results.cuh"
 
 namespace radix_attention::detail {
 
@@ -86,8 +87,7 @@ __global__ void __launch_bounds__(PrefillSimtTraits::kThreads)
   for (int k = 0; k < kCols; ++k) p.out[out_offset + lane * kCols + k] = o[k] * inv;
   if (p.lse != nullptr && lane == 0) {
     const int head = cta.kv_head * p.group_size + (fr - qi * p.group_size);
-    p.lse[static_cast<long long>(cta.q_begin + qi) * p.num_q_heads + head] =
-        l > 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;
+    p.lse[static_cast<long long>(cta.q_begin + qi) * p.num_q_heads + head] = natural_lse(m, l);
   }
 }
 

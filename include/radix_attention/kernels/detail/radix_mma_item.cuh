@@ -151,7 +151,7 @@ __device__ __forceinline__ void radix_mma_item(const Params& p,
   // iteration 0.
   int next_block =
       tid < kTile && kStages < num_tiles
-          ? load_table_entry<kTile>(table_row, begin + kStages * kTile, end, p.block_size, tid)
+          ? load_table_entry(table_row, begin + kStages * kTile + tid, end, p.block_size)
           : -1;
   unsigned qf[Traits::kQInRegisters ? kKSteps : 1][4];
   auto load_q_frag = [&](unsigned(&a)[4], int d) { ldmatrix_x4(a, q_addr + ((2 * d) ^ q_x) * 16); };
@@ -180,8 +180,8 @@ __device__ __forceinline__ void radix_mma_item(const Params& p,
     // 12-20 % at fp8, whose tiles are shorter).
     int further_block = -1;
     if (tid < kTile && n + kStages + 1 < num_tiles) {
-      further_block = load_table_entry<kTile>(table_row, begin + (n + kStages + 1) * kTile, end,
-                                              p.block_size, tid);
+      further_block =
+          load_table_entry(table_row, begin + (n + kStages + 1) * kTile + tid, end, p.block_size);
     }
     const int stage = n % kStages;
     const unsigned k_addr = kv_addr + stage * kStageBytes + k_lane;
@@ -298,8 +298,8 @@ __device__ __forceinline__ void radix_mma_item(const Params& p,
     }
 
     if (tid < kTile) {
-      sm.slots[((n + kStages) % kStages) * kTile + tid] =
-          table_entry_slot(next_block, begin + (n + kStages) * kTile, end, p.block_size, p.kv, tid);
+      sm.slots[((n + kStages) % kStages) * kTile + tid] = table_entry_slot(
+          next_block, begin + (n + kStages) * kTile + tid, end, p.block_size, p.kv);
     }
     next_block = further_block;
   }
@@ -321,7 +321,6 @@ __device__ __forceinline__ void radix_mma_item(const Params& p,
   }
   const int g = lane / 4;
   const int c = lane % 4;
-  constexpr float kLn2 = 0.6931471805599453f;
 
   if constexpr (kWarpsN == 1) {
 #pragma unroll
@@ -329,8 +328,7 @@ __device__ __forceinline__ void radix_mma_item(const Params& p,
       const std::int64_t target = unit_rows.target(wm * 16 + g + 8 * i);
       if (target < 0) continue;
       // A unit without tokens (an empty context or split) stores zeros and LSE -inf.
-      const bool seen = l[i] > 0.f;
-      const float inv = seen ? 1.f / l[i] : 0.f;
+      const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
       if constexpr (Traits::kFp8) {
         store_fp8_pv_row<HEAD_DIM>(o, i, lane, inv, [&](int d, const float(&v)[4]) {
           unit_rows.template store<4>(target, d, v);
@@ -342,7 +340,7 @@ __device__ __forceinline__ void radix_mma_item(const Params& p,
           unit_rows.template store<2>(target, f * 8 + 2 * c, two);
         }
       }
-      if (c == 0) unit_rows.store_lse(target, seen ? (m[i] + log2f(l[i])) * kLn2 : -INFINITY);
+      if (c == 0) unit_rows.store_lse(target, natural_lse(m[i], l[i]));
     }
   } else {
     // Token-split warps: park each warp's (m, l, O) in the drained KV stages, then combine.
@@ -397,7 +395,7 @@ __device__ __forceinline__ void radix_mma_item(const Params& p,
 #pragma unroll
       for (int k = 0; k < kWarpsN; ++k) wt_s[row * kWarpsN + k] = sum > 0.f ? wk[k] / sum : 0.f;
       if (target >= 0) {
-        unit_rows.store_lse(target, sum > 0.f ? (mx + log2f(sum)) * kLn2 : -INFINITY);
+        unit_rows.store_lse(target, natural_lse(mx, sum));
       }
       dst_s[row] = target;
     }

@@ -11,7 +11,6 @@
 #include <cstdint>
 
 #include "radix_attention/core/dtype.cuh"
-#include "radix_attention/kernels/detail/bounds_check.cuh"
 #include "radix_attention/kernels/detail/decode_rows.cuh"
 #include "radix_attention/kernels/detail/kv_slot_code.cuh"
 #include "radix_attention/kernels/detail/radix_traits.cuh"
@@ -41,10 +40,9 @@ __device__ __forceinline__ void radix_simt_item(const Params& p, const DecodeSpa
     float m = -INFINITY;
     float l = 0.f;
     for (int t = begin; t < end; ++t) {
-      const int block = table_row[t / p.block_size];
-      RADIX_ATTENTION_DEVICE_CHECK_BOUNDS(block >= 0 && block < p.kv.num_blocks);
-      const std::int64_t base =
-          kv_slot_offset(p.kv, kv_slot(p.kv, block, t % p.block_size), kv_head);
+      const int slot = table_entry_slot(load_table_entry(table_row, t, end, p.block_size), t, end,
+                                        p.block_size, p.kv);
+      const std::int64_t base = kv_slot_offset(p.kv, slot, kv_head);
       float dot = 0.f;
 #pragma unroll
       for (int i = 0; i < kPerLane; ++i) {
@@ -72,7 +70,7 @@ __device__ __forceinline__ void radix_simt_item(const Params& p, const DecodeSpa
       unit_rows.template store<1>(target, lane + 32 * i, one);
     }
     if (lane == 0) {
-      unit_rows.store_lse(target, l > 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY);
+      unit_rows.store_lse(target, natural_lse(m, l));
     }
   }
 }

@@ -37,28 +37,6 @@ __device__ __forceinline__ int kv_stage_offset(int row, int chunk) {
   }
 }
 
-/// Block id of token `first + lane_token` of block-table row `table_row` (one int32 load), -1
-/// for tokens at or past `end`. Kept apart from table_entry_slot so that a lookahead can issue
-/// the load and leave its register unread until the slot is stored: using it at once would
-/// stall the warp for the whole table read, a DRAM miss per tile at block size 1.
-template <int TILE>
-__device__ __forceinline__ int load_table_entry(const std::int32_t* __restrict__ table_row,
-                                                int first, int end, int block_size,
-                                                int lane_token) {
-  const int t = first + lane_token;
-  return t < end ? __ldg(table_row + t / block_size) : -1;
-}
-
-/// Slot (kv_slot: block id * block_size + offset for NHD) of token `first + lane_token` from
-/// its block id `block` (load_table_entry); -1 for tokens at or past `end`.
-__device__ __forceinline__ int table_entry_slot(int block, int first, int end, int block_size,
-                                                const KvSlotCode& code, int lane_token) {
-  const int t = first + lane_token;
-  if (t >= end) return -1;
-  RADIX_ATTENTION_DEVICE_CHECK_BOUNDS(block >= 0 && block < code.num_blocks);
-  return kv_slot(code, block, t % block_size);
-}
-
 /**
  * Resolves the slot of tokens `[first, first + TILE)` of block-table row `table_row`, for
  * tokens below `end`; -1 beyond. Threads `0 .. TILE-1` each resolve one token.
@@ -67,8 +45,9 @@ template <int TILE>
 __device__ __forceinline__ int resolve_slot(const std::int32_t* __restrict__ table_row, int first,
                                             int end, int block_size, const KvSlotCode& code,
                                             int lane_token) {
-  const int block = load_table_entry<TILE>(table_row, first, end, block_size, lane_token);
-  return table_entry_slot(block, first, end, block_size, code, lane_token);
+  const int token = first + lane_token;
+  return table_entry_slot(load_table_entry(table_row, token, end, block_size), token, end,
+                          block_size, code);
 }
 
 /**

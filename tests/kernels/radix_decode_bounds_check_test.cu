@@ -1,0 +1,96 @@
+// The compile-time bounds-check option on radix_decode's three mainloops (the wgmma TMA kernel,
+// the mma.sync kernel, the CUDA-core kernel for float): with RADIX_ATTENTION_KERNEL_BOUNDS_CHECK
+// defined, a block-table entry outside the cache makes the kernel trap (surfacing as CudaError)
+// instead of reading arbitrary memory. A trap leaves the CUDA context unusable, so each trap
+// runs in a death-test child process of its own (threadsafe style: the child re-executes the
+// binary, so it starts without the parent's CUDA context).
+
+#define RADIX_ATTENTION_KERNEL_BOUNDS_CHECK 1
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <random>
+
+#include "radix_attention/ops/radix_decode.cuh"
+#include "support/attention_check.hpp"
+#include "support/device_buffer.hpp"
+#include "support/gpu.hpp"
+#include "support/radix_batch.hpp"
+
+namespace radix_attention {
+namespace {
+
+constexpr int kTrapped = 3;  // the child's exit code when the launch failed with CudaError
+
+/// One radix_decode of a shared-prefix batch (8 q / 2 kv heads, head_dim 128, block size 16);
+/// with `corrupt`, every query's first block-table entry names the block one past the cache.
+template <class T>
+void decode_once(RadixDecodeKernel kernel, bool corrupt) {
+  constexpr int kHeads = 8, kKvHeads = 2, kHeadDim = 128, kBlockSize = 16;
+  std::mt19937_64 rng(17);
+  test::HostBatch b = test::build_batch(test::shared_prefix(4, 64, {10}), kBlockSize, 1 << 30, rng);
+  if (corrupt) {
+    for (int q = 0; q < b.num_queries; ++q) b.tables[q * b.row_stride] = b.num_blocks;
+  }
+  const auto [q, k, v] =
+      test::random_qkv<T>(std::size_t(b.num_queries) * kHeads * kHeadDim,
+                          std::size_t(b.num_blocks) * kBlockSize * kKvHeads * kHeadDim, rng);
+  test::DeviceBuffer<T> d_q(q), d_k(k), d_v(v), d_out(q.size());
+  test::DeviceBuffer<std::int32_t> d_tables(b.tables), d_lens(b.context_lens);
+  test::DeviceBuffer<float> d_lse(std::size_t(b.num_queries) * kHeads);
+  const PagedKvCacheView<T> cache{d_k.data(), d_v.data(), b.num_blocks,
+                                  kBlockSize, kKvHeads,   kHeadDim};
+  const BlockTableView tables{d_tables.data(), d_lens.data(), b.num_queries,
+                              b.max_blocks,    b.row_stride,  -1};
+  DeviceRadixPlan plan;
+  plan.upload(b.plan, b.context_lens, kHeads / kKvHeads, nullptr);
+  const std::size_t ws_bytes = radix_decode_workspace_bytes(plan, kHeads, kHeadDim);
+  test::DeviceBuffer<unsigned char> workspace(std::max<std::size_t>(ws_bytes, 16));
+  RadixDecodeOptions options;
+  options.kernel = kernel;
+  radix_decode(d_q.data(), kHeads, cache, tables, plan, d_out.data(), d_lse.data(),
+               workspace.data(), ws_bytes, nullptr, options);
+  RADIX_ATTENTION_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+/// Valid tables decode; a corrupted one traps (checked in a child process).
+template <class T>
+void expect_trap_only_on_bad_tables(RadixDecodeKernel kernel) {
+  EXPECT_NO_THROW(decode_once<T>(kernel, /*corrupt=*/false));
+  EXPECT_EXIT(
+      {
+        try {
+          decode_once<T>(kernel, /*corrupt=*/true);
+        } catch (const CudaError&) {
+          std::_Exit(kTrapped);
+        }
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(kTrapped), "");
+}
+
+class RadixDecodeBoundsCheck : public ::testing::Test {
+ protected:
+  void SetUp() override { GTEST_FLAG_SET(death_test_style, "threadsafe"); }
+};
+
+TEST_F(RadixDecodeBoundsCheck, TmaKernelTrapsOnBadBlockId) {
+  RADIX_ATTENTION_REQUIRE_GPU();
+  expect_trap_only_on_bad_tables<__nv_bfloat16>(RadixDecodeKernel::kTma);
+}
+
+TEST_F(RadixDecodeBoundsCheck, MmaKernelTrapsOnBadBlockId) {
+  RADIX_ATTENTION_REQUIRE_GPU();
+  expect_trap_only_on_bad_tables<__nv_bfloat16>(RadixDecodeKernel::kMma);
+}
+
+TEST_F(RadixDecodeBoundsCheck, FloatKernelTrapsOnBadBlockId) {
+  RADIX_ATTENTION_REQUIRE_GPU();
+  expect_trap_only_on_bad_tables<float>(RadixDecodeKernel::kMma);
+}
+
+}  // namespace
+}  // namespace radix_attention
