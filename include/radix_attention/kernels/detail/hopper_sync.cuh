@@ -73,4 +73,40 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
 
 #endif  // RADIX_ATTENTION_HAS_TMA_KERNELS
 
+/**
+ * The mbarriers of a warp-specialised pipeline, `kCount` consecutive 8-byte words of shared
+ * memory: per query slot a full barrier (the slot's copies landed) and an empty one (its
+ * consumer is done with it), per K/V stage a full and an empty barrier for K and for V. The
+ * kernels' shared-memory layouts derive from it and point `bars` at their barrier words.
+ */
+template <int Q_SLOTS, int STAGES>
+struct TmaPipelineBarriers {
+  static constexpr int kCount = 2 * Q_SLOTS + 4 * STAGES;
+  std::uint64_t* bars = nullptr;
+
+  __device__ std::uint64_t* q_full(int slot) const { return bars + slot; }
+  __device__ std::uint64_t* q_empty(int slot) const { return bars + Q_SLOTS + slot; }
+  __device__ std::uint64_t* k_full(int s) const { return bars + 2 * Q_SLOTS + s; }
+  __device__ std::uint64_t* v_full(int s) const { return bars + 2 * Q_SLOTS + STAGES + s; }
+  __device__ std::uint64_t* k_empty(int s) const { return bars + 2 * Q_SLOTS + 2 * STAGES + s; }
+  __device__ std::uint64_t* v_empty(int s) const { return bars + 2 * Q_SLOTS + 3 * STAGES + s; }
+
+#if RADIX_ATTENTION_HAS_TMA_KERNELS
+  /// One thread, before anyone uses them: the arrival counts that complete each barrier's phase.
+  __device__ void init(int q_full_arrivals, int q_empty_arrivals, int kv_full_arrivals,
+                       int kv_empty_arrivals) const {
+    for (int b = 0; b < Q_SLOTS; ++b) {
+      cuda::ptx::mbarrier_init(q_full(b), q_full_arrivals);
+      cuda::ptx::mbarrier_init(q_empty(b), q_empty_arrivals);
+    }
+    for (int s = 0; s < STAGES; ++s) {
+      cuda::ptx::mbarrier_init(k_full(s), kv_full_arrivals);
+      cuda::ptx::mbarrier_init(v_full(s), kv_full_arrivals);
+      cuda::ptx::mbarrier_init(k_empty(s), kv_empty_arrivals);
+      cuda::ptx::mbarrier_init(v_empty(s), kv_empty_arrivals);
+    }
+  }
+#endif
+};
+
 }  // namespace radix_attention::detail

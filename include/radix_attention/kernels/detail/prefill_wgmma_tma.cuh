@@ -73,7 +73,7 @@ struct PrefillTmaTraits {
   static constexpr std::size_t kSmemOut = kSmemQ;
   /// q_full, q_empty [kQBuffers] each, then k_full, v_full, k_empty, v_empty [kStages] each.
   static constexpr std::size_t kSmemBarriers =
-      (2 * kQBuffers + 4 * kStages) * sizeof(std::uint64_t);
+      TmaPipelineBarriers<kQBuffers, kStages>::kCount * sizeof(std::uint64_t);
   static constexpr std::size_t kSmemOffsets = std::size_t{kTile} * sizeof(long long);
   /// + 1024: the tiles start 1024-byte aligned (the swizzle pattern's period).
   static constexpr std::size_t kSmemBytes =
@@ -88,14 +88,13 @@ struct PrefillTmaTraits {
 };
 
 template <class T, int HEAD_DIM>
-struct PrefillTmaSmem {
+struct PrefillTmaSmem : TmaPipelineBarriers<PrefillTmaTraits<T, HEAD_DIM>::kQBuffers,
+                                            PrefillTmaTraits<T, HEAD_DIM>::kStages> {
   using Traits = PrefillTmaTraits<T, HEAD_DIM>;
-  static constexpr int kS = Traits::kStages;
   static constexpr int kQ = Traits::kQBuffers;
   T* q;  ///< kQ buffers of kRows x HEAD_DIM
   T* kv;
   T* out;
-  std::uint64_t* bars;
   long long* offsets;  ///< the gathered tile's row offsets (producer)
   __device__ explicit PrefillTmaSmem(unsigned char* raw) {
     const unsigned pad = (1024u - (smem_addr(raw) & 1023u)) & 1023u;
@@ -103,34 +102,19 @@ struct PrefillTmaSmem {
     q = reinterpret_cast<T*>(base);
     kv = reinterpret_cast<T*>(base + kQ * Traits::kSmemQ);
     out = reinterpret_cast<T*>(base + kQ * Traits::kSmemQ + Traits::kSmemKV);
-    bars = reinterpret_cast<std::uint64_t*>(base + kQ * Traits::kSmemQ + Traits::kSmemKV +
-                                            Traits::kSmemOut);
-    offsets = reinterpret_cast<long long*>(bars + 2 * kQ + 4 * kS);
+    this->bars = reinterpret_cast<std::uint64_t*>(base + kQ * Traits::kSmemQ + Traits::kSmemKV +
+                                                  Traits::kSmemOut);
+    offsets = reinterpret_cast<long long*>(this->bars + this->kCount);
   }
   __device__ T* q_buffer(int b) const { return q + b * (Traits::kSmemQ / sizeof(T)); }
   __device__ T* k_stage(int s) const { return kv + s * 2 * (Traits::kTileBytes / sizeof(T)); }
   __device__ T* v_stage(int s) const { return kv + (s * 2 + 1) * (Traits::kTileBytes / sizeof(T)); }
-  __device__ std::uint64_t* q_full(int b) const { return bars + b; }
-  __device__ std::uint64_t* q_empty(int b) const { return bars + kQ + b; }
-  __device__ std::uint64_t* k_full(int s) const { return bars + 2 * kQ + s; }
-  __device__ std::uint64_t* v_full(int s) const { return bars + 2 * kQ + kS + s; }
-  __device__ std::uint64_t* k_empty(int s) const { return bars + 2 * kQ + 2 * kS + s; }
-  __device__ std::uint64_t* v_empty(int s) const { return bars + 2 * kQ + 3 * kS + s; }
 
 #if RADIX_ATTENTION_HAS_TMA_KERNELS
   /// Thread 0, before anyone uses them: full barriers take one arrival (the producer's, plus
   /// the TMA transaction bytes), empty ones one per consumer warp.
   __device__ void init_barriers() const {
-    for (int b = 0; b < kQ; ++b) {
-      cuda::ptx::mbarrier_init(q_full(b), 1);
-      cuda::ptx::mbarrier_init(q_empty(b), 4 * Traits::kConsumers);
-    }
-    for (int s = 0; s < kS; ++s) {
-      cuda::ptx::mbarrier_init(k_full(s), 1);
-      cuda::ptx::mbarrier_init(v_full(s), 1);
-      cuda::ptx::mbarrier_init(k_empty(s), 4 * Traits::kConsumers);
-      cuda::ptx::mbarrier_init(v_empty(s), 4 * Traits::kConsumers);
-    }
+    this->init(1, 4 * Traits::kConsumers, 1, 4 * Traits::kConsumers);
   }
 #endif
 };

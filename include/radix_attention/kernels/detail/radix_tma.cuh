@@ -72,7 +72,8 @@ struct RadixTmaTraits {
   static constexpr std::size_t kSmemQ = std::size_t{kQSlots} * kSmemQSlot;
   static constexpr std::size_t kSmemKV = std::size_t{kStages} * 2 * kTileBytes;
   /// q_full, q_empty [kQSlots] each, then k_full, v_full, k_empty, v_empty [kStages] each.
-  static constexpr std::size_t kSmemBarriers = (2 * kQSlots + 4 * kStages) * sizeof(std::uint64_t);
+  static constexpr std::size_t kSmemBarriers =
+      TmaPipelineBarriers<kQSlots, kStages>::kCount * sizeof(std::uint64_t);
   /// + 1024: the tiles start 1024-byte aligned (the swizzle pattern's period).
   static constexpr std::size_t kSmemBytes = kSmemQ + kSmemKV + kSmemBarriers + 1024;
   static_assert(HEAD_DIM % 64 == 0, "Sw128 tiles are built of 64-element column blocks");
@@ -89,44 +90,28 @@ struct RadixTmaTraits {
 };
 
 template <class T, int HEAD_DIM>
-struct RadixTmaSmem {
+struct RadixTmaSmem : TmaPipelineBarriers<RadixTmaTraits<T, HEAD_DIM>::kQSlots,
+                                          RadixTmaTraits<T, HEAD_DIM>::kStages> {
   using Traits = RadixTmaTraits<T, HEAD_DIM>;
-  static constexpr int kS = Traits::kStages;
-  static constexpr int kQ = Traits::kQSlots;
   T* q;
   T* kv;
-  std::uint64_t* bars;
   __device__ explicit RadixTmaSmem(unsigned char* raw) {
     const unsigned pad = (1024u - (smem_addr(raw) & 1023u)) & 1023u;
     unsigned char* base = raw + pad;
     q = reinterpret_cast<T*>(base);
     kv = reinterpret_cast<T*>(base + Traits::kSmemQ);
-    bars = reinterpret_cast<std::uint64_t*>(base + Traits::kSmemQ + Traits::kSmemKV);
+    this->bars = reinterpret_cast<std::uint64_t*>(base + Traits::kSmemQ + Traits::kSmemKV);
   }
   /// Slot `k % 2` of consumer warpgroup `cg` (its k-th unit with keys).
   __device__ static int q_slot(int cg, int k) { return 2 * cg + (k & 1); }
   __device__ T* q_tile(int slot) const { return q + slot * (Traits::kSmemQSlot / sizeof(T)); }
   __device__ T* k_stage(int s) const { return kv + s * 2 * (Traits::kTileBytes / sizeof(T)); }
   __device__ T* v_stage(int s) const { return kv + (s * 2 + 1) * (Traits::kTileBytes / sizeof(T)); }
-  __device__ std::uint64_t* q_full(int slot) const { return bars + slot; }
-  __device__ std::uint64_t* q_empty(int slot) const { return bars + kQ + slot; }
-  __device__ std::uint64_t* k_full(int s) const { return bars + 2 * kQ + s; }
-  __device__ std::uint64_t* v_full(int s) const { return bars + 2 * kQ + kS + s; }
-  __device__ std::uint64_t* k_empty(int s) const { return bars + 2 * kQ + 2 * kS + s; }
-  __device__ std::uint64_t* v_empty(int s) const { return bars + 2 * kQ + 3 * kS + s; }
 
 #if RADIX_ATTENTION_HAS_TMA_KERNELS
   __device__ void init_barriers() const {
-    for (int b = 0; b < kQ; ++b) {
-      cuda::ptx::mbarrier_init(q_full(b), Traits::kQFullArrivals);
-      cuda::ptx::mbarrier_init(q_empty(b), Traits::kQEmptyArrivals);
-    }
-    for (int s = 0; s < kS; ++s) {
-      cuda::ptx::mbarrier_init(k_full(s), Traits::kFullArrivals);
-      cuda::ptx::mbarrier_init(v_full(s), Traits::kFullArrivals);
-      cuda::ptx::mbarrier_init(k_empty(s), Traits::kEmptyArrivals);
-      cuda::ptx::mbarrier_init(v_empty(s), Traits::kEmptyArrivals);
-    }
+    this->init(Traits::kQFullArrivals, Traits::kQEmptyArrivals, Traits::kFullArrivals,
+               Traits::kEmptyArrivals);
   }
 #endif
 };
