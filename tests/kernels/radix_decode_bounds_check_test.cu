@@ -1,9 +1,8 @@
 // The compile-time bounds-check option on radix_decode's three mainloops (the wgmma TMA kernel,
 // the mma.sync kernel, the CUDA-core kernel for float): with RADIX_ATTENTION_KERNEL_BOUNDS_CHECK
 // defined, a block-table entry outside the cache makes the kernel trap (surfacing as CudaError)
-// instead of reading arbitrary memory. A trap leaves the CUDA context unusable, so each trap
-// runs in a death-test child process of its own (threadsafe style: the child re-executes the
-// binary, so it starts without the parent's CUDA context).
+// instead of reading arbitrary memory. Each trap runs in a child process
+// (support/expect_trap.hpp).
 
 #define RADIX_ATTENTION_KERNEL_BOUNDS_CHECK 1
 
@@ -11,19 +10,17 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <random>
 
 #include "radix_attention/ops/radix_decode.cuh"
 #include "support/attention_check.hpp"
 #include "support/device_buffer.hpp"
+#include "support/expect_trap.hpp"
 #include "support/gpu.hpp"
 #include "support/radix_batch.hpp"
 
 namespace radix_attention {
 namespace {
-
-constexpr int kTrapped = 3;  // the child's exit code when the launch failed with CudaError
 
 /// One radix_decode of a shared-prefix batch (8 q / 2 kv heads, head_dim 128, block size 16);
 /// with `corrupt`, every query's first block-table entry names the block one past the cache.
@@ -56,38 +53,24 @@ void decode_once(RadixDecodeKernel kernel, bool corrupt) {
   RADIX_ATTENTION_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
-/// Valid tables decode; a corrupted one traps (checked in a child process).
+/// Valid tables decode; corrupted ones trap.
 template <class T>
 void expect_trap_only_on_bad_tables(RadixDecodeKernel kernel) {
   EXPECT_NO_THROW(decode_once<T>(kernel, /*corrupt=*/false));
-  EXPECT_EXIT(
-      {
-        try {
-          decode_once<T>(kernel, /*corrupt=*/true);
-        } catch (const CudaError&) {
-          std::_Exit(kTrapped);
-        }
-        std::_Exit(0);
-      },
-      ::testing::ExitedWithCode(kTrapped), "");
+  test::expect_trap([&] { decode_once<T>(kernel, /*corrupt=*/true); });
 }
 
-class RadixDecodeBoundsCheck : public ::testing::Test {
- protected:
-  void SetUp() override { GTEST_FLAG_SET(death_test_style, "threadsafe"); }
-};
-
-TEST_F(RadixDecodeBoundsCheck, TmaKernelTrapsOnBadBlockId) {
+TEST(RadixDecodeBoundsCheck, TmaKernelTrapsOnBadBlockId) {
   RADIX_ATTENTION_REQUIRE_GPU();
   expect_trap_only_on_bad_tables<__nv_bfloat16>(RadixDecodeKernel::kTma);
 }
 
-TEST_F(RadixDecodeBoundsCheck, MmaKernelTrapsOnBadBlockId) {
+TEST(RadixDecodeBoundsCheck, MmaKernelTrapsOnBadBlockId) {
   RADIX_ATTENTION_REQUIRE_GPU();
   expect_trap_only_on_bad_tables<__nv_bfloat16>(RadixDecodeKernel::kMma);
 }
 
-TEST_F(RadixDecodeBoundsCheck, FloatKernelTrapsOnBadBlockId) {
+TEST(RadixDecodeBoundsCheck, FloatKernelTrapsOnBadBlockId) {
   RADIX_ATTENTION_REQUIRE_GPU();
   expect_trap_only_on_bad_tables<float>(RadixDecodeKernel::kMma);
 }
