@@ -48,6 +48,14 @@ __global__ void fill_random(__nv_bfloat16* data, std::size_t n, std::uint32_t se
   }
 }
 
+/// Uniform values in [-1, 1), as the bf16 overload (float caches and queries).
+__global__ void fill_random(float* data, std::size_t n, std::uint32_t seed) {
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
+       i += std::size_t(gridDim.x) * blockDim.x) {
+    data[i] = hashed_value(i, seed) * (2.f / 4294967296.f) - 1.f;
+  }
+}
+
 /// Random e4m3 codes of values in [-448, 448) (every finite code likely; stored values as
 /// kv_append writes them with scale = max|x| / 448).
 __global__ void fill_random(__nv_fp8_e4m3* data, std::size_t n, std::uint32_t seed) {

@@ -3,6 +3,8 @@
 // Each timed iteration is one launch bracketed by CUDA events; counters report the median.
 // BM_paged_decode_fp8/<case>: the same cases over an fp8 e4m3 cache (per-head scales), GB/s of
 // the fp8 bytes (half of bf16's), so pct_read_ceiling is against the fp8 floor.
+// BM_paged_decode_float/<case>: float queries and cache (the CUDA-core path), GB/s of the float
+// bytes (twice bf16's).
 //
 //   ./paged_decode_bench --benchmark_counters_tabular=true
 //
@@ -113,7 +115,8 @@ void BM_ceiling_read_only(benchmark::State& state) {
   g_read_ceiling_gbps = state.counters["GB/s"];
 }
 
-/// TKv: the cache element type (bf16, or fp8 e4m3 read with bf16 queries and per-head scales).
+/// TKv: the cache element type (bf16; fp8 e4m3 read with bf16 queries and per-head scales; or
+/// float, with float queries and outputs: the CUDA-core mainloop).
 template <class TKv = bf16>
 void BM_paged_decode(benchmark::State& state, int num_seqs, int ctx, int block_size,
                      int gather_heads = 0, bool hnd = false) {
@@ -121,7 +124,8 @@ void BM_paged_decode(benchmark::State& state, int num_seqs, int ctx, int block_s
   const int num_blocks = num_seqs * blocks_per_seq;
   const std::size_t kv_elems = std::size_t(num_blocks) * block_size * kKvHeads * kHeadDim;
   DeviceArray<TKv> k(kv_elems), v(kv_elems);
-  DeviceArray<bf16> q(std::size_t(num_seqs) * kQHeads * kHeadDim),
+  using TQ = std::conditional_t<std::is_same_v<TKv, float>, float, bf16>;
+  DeviceArray<TQ> q(std::size_t(num_seqs) * kQHeads * kHeadDim),
       out(std::size_t(num_seqs) * kQHeads * kHeadDim);
   DeviceArray<float> scales(std::vector<float>(kKvHeads, 1.f / 448.f));
   DeviceArray<float> lse(std::size_t(num_seqs) * kQHeads);
@@ -209,6 +213,15 @@ void register_all() {
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);
     }
+  }
+  // S1 and S3 in float (full precision: CUDA cores, twice the bytes of bf16).
+  for (Shape s : {Shape{64, 4096}, Shape{128, 1024}}) {
+    const std::string name = "BM_paged_decode_float/b" + std::to_string(s.seqs) + "_ctx" +
+                             std::to_string(s.ctx) + "_bs16";
+    benchmark::RegisterBenchmark(
+        name.c_str(), [=](benchmark::State& st) { BM_paged_decode<float>(st, s.seqs, s.ctx, 16); })
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
   }
   // HND layout (block 16: 2 KB runs of one head; block 1 reads as NHD-like slots).
   benchmark::RegisterBenchmark(
