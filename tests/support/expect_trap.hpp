@@ -7,17 +7,21 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "radix_attention/core/cuda_check.cuh"
 
 namespace radix_attention::test {
 
-/// The child's exit code when its launch failed with CudaError (0 when it did not fail).
+/// The child's exit codes: its launch failed with the trap's CudaError
+/// (cudaErrorIllegalInstruction), with another CudaError (message on stderr), or did not fail.
 inline constexpr int kTrappedExitCode = 3;
+inline constexpr int kOtherCudaErrorExitCode = 4;
 
 /// Expects `launch()` (one or more kernel launches) followed by a device synchronisation to
-/// fail with CudaError, the surfaced trap, in a child process.
+/// fail with the CudaError a device trap surfaces as, in a child process.
 template <class Launch>
 void expect_trap(Launch&& launch) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
@@ -26,8 +30,10 @@ void expect_trap(Launch&& launch) {
         try {
           launch();
           RADIX_ATTENTION_CUDA_CHECK(cudaDeviceSynchronize());
-        } catch (const CudaError&) {
-          std::_Exit(kTrappedExitCode);
+        } catch (const CudaError& e) {
+          const bool trapped = std::strstr(e.what(), "cudaErrorIllegalInstruction") != nullptr;
+          if (!trapped) std::fprintf(stderr, "%s\n", e.what());
+          std::_Exit(trapped ? kTrappedExitCode : kOtherCudaErrorExitCode);
         }
         std::_Exit(0);
       },
