@@ -16,7 +16,8 @@
 namespace radix_attention::test {
 
 /// The child's exit codes: its launch failed with the trap's CudaError
-/// (cudaErrorIllegalInstruction), with another CudaError (message on stderr), or did not fail.
+/// (cudaErrorLaunchFailure, what __trap() surfaces as; not cudaErrorIllegalAddress, a wild access),
+/// with another CudaError (message on stderr), or did not fail.
 inline constexpr int kTrappedExitCode = 3;
 inline constexpr int kOtherCudaErrorExitCode = 4;
 
@@ -31,7 +32,7 @@ void expect_trap(Launch&& launch) {
           launch();
           RADIX_ATTENTION_CUDA_CHECK(cudaDeviceSynchronize());
         } catch (const CudaError& e) {
-          const bool trapped = std::strstr(e.what(), "cudaErrorIllegalInstruction") != nullptr;
+          const bool trapped = std::strstr(e.what(), "cudaErrorLaunchFailure") != nullptr;
           if (!trapped) std::fprintf(stderr, "%s\n", e.what());
           std::_Exit(trapped ? kTrappedExitCode : kOtherCudaErrorExitCode);
         }
