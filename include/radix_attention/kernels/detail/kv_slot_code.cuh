@@ -14,6 +14,10 @@
 /// 16-byte units: block_mul = block_stride / u, token_mul = token_stride / u, slot_elems = u,
 /// u = 16 / sizeof(T); the launchers check that their slots fit in int32 (a cache of at most
 /// 2^31 16-byte units, 32 GiB, from each of cache.k and cache.v).
+///
+/// Also here: the block-table lookup that turns a token index into its slot, in two halves
+/// (load_table_entry, table_entry_slot) so that the mainloops can issue the table read early
+/// and use its register late.
 
 #include <cuda_runtime.h>
 
