@@ -61,10 +61,12 @@ struct RadixMmaTraits {
                 "cross-warp merge scratch must fit in the KV stages it reuses");
 };
 
-/// CUDA-core radix kernel (float inputs): one warp per row, 4 warps per CTA.
+/// CUDA-core decode mainloop (float inputs, kernels/detail/radix_simt_item.cuh): 4 warps
+/// splitting the tokens, each holding up to 4 rows (query heads) at a time.
 struct RadixSimtTraits {
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
+  static constexpr int kRowsPerPass = 4;
 };
 
 /// Everything a radix-decode kernel reads, as plain pointers and sizes (checked on the host).
