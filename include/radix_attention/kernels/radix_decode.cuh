@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(detail::RadixMmaTraits<T, HEAD_DIM, TKv>::kThr
 }
 
 /**
- * @brief CUDA-core radix decode (any supported T; used for float); launch with
+ * @brief CUDA-core radix decode (float); launch with
  * RadixSimtTraits::kThreads threads and no dynamic shared memory.
  */
 template <class T, int HEAD_DIM>
