@@ -139,6 +139,9 @@ __device__ __forceinline__ void radix_simt_item(const Params& p, const DecodeSpa
           for (int i = 0; i < kPerLane; ++i) dot = fmaf(qv[r][i], kr[j][i], dot);
           score[j] = dot;
         }
+        // Butterfly (xor) shuffles, the step's kTokens sums interleaved: every lane ends with
+        // every score, which the softmax update needs in all lanes (cub::WarpReduce leaves the
+        // sum in lane 0 only and reduces one value per call).
 #pragma unroll
         for (int off = 16; off > 0; off /= 2) {
 #pragma unroll
