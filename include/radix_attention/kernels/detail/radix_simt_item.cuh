@@ -4,15 +4,15 @@
 /// the operands): one unit (a radix work item or a paged-decode CTA's rows, see
 /// decode_rows.cuh) over one token range.
 ///
-/// The unit's rows go kSimtRowsPerPass at a time (query heads of one kv head). In a pass the
-/// CTA's warps split the token range, step by step (warp w takes steps w, w + kWarps, ...), and
-/// every warp holds all of the pass's rows: each K/V row a warp loads serves every head of the
-/// pass, so a CTA has kWarps different steps of K/V in flight. A step is kTokens tokens whose K
-/// and V rows are loaded together (16-byte runs per lane: lane l owns dims l * kVec ...), whose
-/// scores are reduced over the warp together, and after which each row's online softmax is
-/// rescaled once; the step's block-table entries are read a step ahead by its first lanes. At
-/// the end of a pass the warps' states (max, sum, output row) meet in shared memory and warp r
-/// combines and stores row r.
+/// The unit's rows go RadixSimtTraits::kRowsPerPass (4) at a time (query heads of one kv
+/// head). In a pass the CTA's warps split the token range, step by step (warp w takes steps w,
+/// w + kWarps, ...), and every warp holds all of the pass's rows: each K/V row a warp loads
+/// serves every head of the pass, so a CTA has kWarps different steps of K/V in flight. A step
+/// is kTokens tokens whose K and V rows are loaded together (16-byte runs per lane: lane l owns
+/// dims l * kVec ...), whose scores are reduced over the warp together, and after which each
+/// row's online softmax is rescaled once; the step's block-table entries are read a step ahead
+/// by its first lanes. At the end of a pass the warps' states (max, sum, output row) meet in
+/// shared memory and warp r combines and stores row r.
 
 #include <cuda_runtime.h>
 
